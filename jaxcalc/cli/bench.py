@@ -1,0 +1,16 @@
+"""`jaxcalc bench` (not built yet)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="(not built yet)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jaxcalc.cli import UsageError
+
+    raise UsageError("'jaxcalc bench' is not built yet")
