@@ -3,7 +3,19 @@
 Importing this package registers every case; modules are grouped by concept.
 """
 
-from jaxcalc.cases import seed as _seed  # noqa: F401  (registers the seed's cases)
+# Importing each module registers its cases, in catalogue order.
+from jaxcalc.cases import (  # noqa: F401
+    seed,
+    functions,
+    activations,
+    softmax,
+    losses,
+    layers,
+    mlp,
+    attention,
+    transformer,
+    optim_step,
+)
 from jaxcalc.cases._base import (
     REGISTRY,
     Case,

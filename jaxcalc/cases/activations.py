@@ -1,0 +1,1 @@
+"""Cases: activations (being written)."""

@@ -1,0 +1,1 @@
+"""Cases: attention (being written)."""

@@ -1,0 +1,1 @@
+"""Cases: losses (being written)."""

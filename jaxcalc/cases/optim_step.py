@@ -1,0 +1,1 @@
+"""Cases: optim_step (being written)."""

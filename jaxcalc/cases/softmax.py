@@ -1,0 +1,1 @@
+"""Cases: softmax (being written)."""

@@ -1,0 +1,1 @@
+"""Cases: transformer (being written)."""
