@@ -4,7 +4,7 @@ Importing this package registers every case; modules are grouped by concept.
 """
 
 # Importing each module registers its cases, in catalogue order.
-from jaxcalc.cases import (  # noqa: F401
+from jaxcalc.cases import (  # noqa: F401, I001
     seed,
     functions,
     activations,
