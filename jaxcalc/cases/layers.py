@@ -1,1 +1,239 @@
-"""Cases: layers (being written)."""
+"""Network layers: layernorm, rmsnorm, linear and embedding, each with handwritten VJP and JVP.
+
+Every layer acts on the last axis of x and accepts any leading batch shape, e.g. (B, T, D);
+parameter cotangents sum over all leading axes.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from jaxcalc.cases._base import Case, Input, Sampler, integers, normal, register, uniform
+
+__all__ = [
+    "LAYERNORM_EPS",
+    "RMSNORM_EPS",
+    "layernorm",
+    "layernorm_vjp",
+    "layernorm_jvp",
+    "rmsnorm",
+    "rmsnorm_vjp",
+    "rmsnorm_jvp",
+    "linear",
+    "linear_vjp",
+    "linear_jvp",
+    "embedding",
+    "embedding_vjp",
+    "embedding_jvp",
+]
+
+LAYERNORM_EPS = 1e-5
+RMSNORM_EPS = 1e-6
+
+
+def _sum_leading(a: jax.Array, ndim: int) -> jax.Array:
+    """Sum ``a`` over all but its last ``ndim`` axes (a parameter's cotangent over the batch)."""
+    return jnp.sum(a, axis=tuple(range(a.ndim - ndim)))
+
+
+# ----------------------------------------------------------------------------- layernorm
+
+
+def _normalize(x: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
+    """xhat = (x - mu) * rstd and rstd = 1 / sqrt(var + eps), mu and var (biased) over the last axis."""
+    xc = x - jnp.mean(x, axis=-1, keepdims=True)
+    rstd = jax.lax.rsqrt(jnp.mean(xc * xc, axis=-1, keepdims=True) + eps)
+    return xc * rstd, rstd
+
+
+def layernorm(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, eps: float = LAYERNORM_EPS) -> jax.Array:
+    """gamma * (x - mu) / sqrt(var + eps) + beta; x (..., D), gamma and beta (D,) -> (..., D)."""
+    xhat, _ = _normalize(jnp.asarray(x), eps)
+    return jnp.asarray(gamma) * xhat + jnp.asarray(beta)
+
+
+def layernorm_vjp(
+    x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, ct: ArrayLike, eps: float = LAYERNORM_EPS
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(dx, dgamma, dbeta) for layernorm; shapes (..., D), (D,), (D,).
+
+    With g = ct * gamma: dx = rstd (g - mean(g) - xhat mean(g xhat)) per row,
+    dgamma = sum over rows of ct * xhat, dbeta = sum over rows of ct.
+    """
+    xhat, rstd = _normalize(jnp.asarray(x), eps)
+    ct = jnp.asarray(ct)
+    g = ct * jnp.asarray(gamma)
+    # d xhat_i / d x_j = rstd (delta_ij - 1/D - xhat_i xhat_j / D)
+    dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True) - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
+    return dx, _sum_leading(ct * xhat, 1), _sum_leading(ct, 1)
+
+
+def layernorm_jvp(
+    x: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    tx: ArrayLike,
+    tgamma: ArrayLike,
+    tbeta: ArrayLike,
+    eps: float = LAYERNORM_EPS,
+) -> jax.Array:
+    """d layernorm = gamma rstd (tx - mean(tx) - xhat mean(xhat tx)) + tgamma xhat + tbeta: (..., D)."""
+    xhat, rstd = _normalize(jnp.asarray(x), eps)
+    tx = jnp.asarray(tx)
+    dxhat = rstd * (
+        tx - jnp.mean(tx, axis=-1, keepdims=True) - xhat * jnp.mean(xhat * tx, axis=-1, keepdims=True)
+    )
+    return jnp.asarray(gamma) * dxhat + jnp.asarray(tgamma) * xhat + jnp.asarray(tbeta)
+
+
+# ----------------------------------------------------------------------------- rmsnorm
+
+
+def _rms_scale(x: jax.Array, eps: float) -> jax.Array:
+    """r = 1 / sqrt(mean(x**2) + eps) over the last axis, keepdims."""
+    return jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
+
+
+def rmsnorm(x: ArrayLike, gamma: ArrayLike, eps: float = RMSNORM_EPS) -> jax.Array:
+    """gamma * x / sqrt(mean(x**2) + eps) over the last axis; x (..., D), gamma (D,) -> (..., D)."""
+    x = jnp.asarray(x)
+    return jnp.asarray(gamma) * x * _rms_scale(x, eps)
+
+
+def rmsnorm_vjp(
+    x: ArrayLike, gamma: ArrayLike, ct: ArrayLike, eps: float = RMSNORM_EPS
+) -> tuple[jax.Array, jax.Array]:
+    """(dx, dgamma) for rmsnorm: with g = ct * gamma, dx = r g - r**3 x mean(g x), dgamma = sum ct x r."""
+    x = jnp.asarray(x)
+    ct = jnp.asarray(ct)
+    r = _rms_scale(x, eps)
+    g = ct * jnp.asarray(gamma)
+    # d r / d x_j = -r**3 x_j / D
+    dx = r * g - r**3 * x * jnp.mean(g * x, axis=-1, keepdims=True)
+    return dx, _sum_leading(ct * x * r, 1)
+
+
+def rmsnorm_jvp(
+    x: ArrayLike, gamma: ArrayLike, tx: ArrayLike, tgamma: ArrayLike, eps: float = RMSNORM_EPS
+) -> jax.Array:
+    """d rmsnorm = gamma (r tx - r**3 x mean(x tx)) + tgamma x r: (..., D)."""
+    x = jnp.asarray(x)
+    tx = jnp.asarray(tx)
+    r = _rms_scale(x, eps)
+    dxr = r * tx - r**3 * x * jnp.mean(x * tx, axis=-1, keepdims=True)
+    return jnp.asarray(gamma) * dxr + jnp.asarray(tgamma) * x * r
+
+
+# ----------------------------------------------------------------------------- linear
+
+
+def linear(x: ArrayLike, W: ArrayLike, b: ArrayLike) -> jax.Array:
+    """x W + b; x (..., m), W (m, n), b (n,) -> (..., n)."""
+    return jnp.asarray(x) @ jnp.asarray(W) + jnp.asarray(b)
+
+
+def linear_vjp(
+    x: ArrayLike, W: ArrayLike, b: ArrayLike, ct: ArrayLike
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(dx, dW, db) = (ct W^T, x^T ct, sum of ct over rows); shapes (..., m), (m, n), (n,)."""
+    x, W, ct = jnp.asarray(x), jnp.asarray(W), jnp.asarray(ct)
+    dW = jnp.einsum("...m,...n->mn", x, ct)  # sum over every leading axis of x_m ct_n
+    return ct @ W.T, dW, _sum_leading(ct, 1)
+
+
+def linear_jvp(
+    x: ArrayLike, W: ArrayLike, b: ArrayLike, tx: ArrayLike, tW: ArrayLike, tb: ArrayLike
+) -> jax.Array:
+    """d(x W + b) = tx W + x tW + tb: (..., n)."""
+    return jnp.asarray(tx) @ jnp.asarray(W) + jnp.asarray(x) @ jnp.asarray(tW) + jnp.asarray(tb)
+
+
+# ----------------------------------------------------------------------------- embedding
+
+
+def embedding(ids: ArrayLike, table: ArrayLike) -> jax.Array:
+    """table[ids]: ids (...) int in [0, V), table (V, D) -> (..., D)."""
+    return jnp.asarray(table)[jnp.asarray(ids)]
+
+
+def embedding_vjp(ids: ArrayLike, table: ArrayLike, ct: ArrayLike) -> tuple[jax.Array]:
+    """(dtable,): dtable[v] = sum of ct[i] over every i with ids[i] = v, so repeats accumulate; (V, D)."""
+    table, ct = jnp.asarray(table), jnp.asarray(ct)
+    flat_ids = jnp.asarray(ids).reshape(-1)
+    flat_ct = ct.reshape(flat_ids.shape[0], table.shape[-1])
+    return (jax.ops.segment_sum(flat_ct, flat_ids, num_segments=table.shape[0]),)
+
+
+def embedding_jvp(ids: ArrayLike, table: ArrayLike, ttable: ArrayLike) -> jax.Array:
+    """d table[ids] = ttable[ids] (the lookup is linear in the table): (..., D)."""
+    return jnp.asarray(ttable)[jnp.asarray(ids)]
+
+
+def _ids_with_repeats(n: int) -> Sampler:
+    """Integer ids in [0, n) whose last id always repeats the first, so accumulation is exercised."""
+    draw = integers(n)
+
+    def sample(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        flat = draw(key, shape).reshape(-1)
+        if flat.size >= 2:
+            flat = flat.at[-1].set(flat[0])
+        return flat.reshape(shape)
+
+    return sample
+
+
+# ----------------------------------------------------------------------------- cases
+
+register(
+    Case(
+        name="layernorm",
+        description="gamma (x - mu) / sqrt(var + 1e-5) + beta; mu, var (biased) over the last axis",
+        inputs=(
+            Input("x", (4, 6), normal(2.0, 0.5)),
+            Input("gamma", (6,), uniform(0.5, 1.5)),
+            Input("beta", (6,)),
+        ),
+        forward=layernorm,
+        vjp=lambda p, ct: layernorm_vjp(*p, ct),
+        jvp=lambda p, t: layernorm_jvp(*p, *t),
+        tags=("layer", "normalization"),
+    )
+)
+
+register(
+    Case(
+        name="rmsnorm",
+        description="gamma x / sqrt(mean(x**2) + 1e-6) over the last axis",
+        inputs=(Input("x", (4, 6), normal(1.5)), Input("gamma", (6,), uniform(0.5, 1.5))),
+        forward=rmsnorm,
+        vjp=lambda p, ct: rmsnorm_vjp(*p, ct),
+        jvp=lambda p, t: rmsnorm_jvp(*p, *t),
+        tags=("layer", "normalization"),
+    )
+)
+
+register(
+    Case(
+        name="linear",
+        description="x W + b",
+        inputs=(Input("x", (4, 3)), Input("W", (3, 5)), Input("b", (5,))),
+        forward=linear,
+        vjp=lambda p, ct: linear_vjp(*p, ct),
+        jvp=lambda p, t: linear_jvp(*p, *t),
+        tags=("layer", "linear"),
+    )
+)
+
+register(
+    Case(
+        name="embedding",
+        description="table[ids], ids (6) with repeats in [0, 5); the VJP accumulates repeated ids",
+        inputs=(Input("ids", (6,), _ids_with_repeats(5), integer=True), Input("table", (5, 4))),
+        forward=embedding,
+        vjp=lambda p, ct: embedding_vjp(*p, ct),
+        jvp=lambda p, t: embedding_jvp(p[0], p[1], t[0]),
+        tags=("layer", "gather"),
+    )
+)
