@@ -83,7 +83,7 @@ def _note(behaviour: str, fn: _Fn, x0: float, lr: float) -> str | None:
         )
     if behaviour == "overflows":
         return (
-            f"note: lr = {lr:g} makes |x| grow every step until it overflows to inf (inf and nan above); "
+            f"note: lr = {lr:g} makes |x| grow every step until the values overflow to inf (inf/nan above); "
             f"gradient descent diverges (it converges only for 0 < lr < {limit:g})"
         )
     return (
@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     fs = [float(v) for v in traj.losses]
     # classify_lr measures |x| shrinking towards 0, so shift the minimiser to 0.
     behaviour = classify_lr(traj.params - fn.minimizer, args.x0 - fn.minimizer)
+    if not all(math.isfinite(v) for v in fs):  # x may still be finite when f(x) = x**2 overflows
+        behaviour = "overflows"
     note = _note(behaviour, fn, args.x0, args.lr)
     if args.json:
         report = {
