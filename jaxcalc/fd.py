@@ -2,14 +2,17 @@
 
 All differences are 5-point central stencils,
 ``f'(x) ~ (f(x - 2h) - 8 f(x - h) + 8 f(x + h) - f(x + 2h)) / 12h``, with truncation error
-O(h**4); the step ``h = eps**(1/5) * max(1, |x|)`` is scaled to the dtype and the input's
-magnitude. The per-element Jacobian evaluates every basis direction at once with ``vmap``
-inside one ``jit``, never in a Python loop.
+O(h**4). Steps are scaled to the dtype and to each input's own magnitude:
+``h = eps**(1/5) * typ`` with ``typ = max(|x_i|, rms(x))`` per element (1 for an all-zero
+input), so an input that lives at 1e-3 (an Adam second moment, say) gets a step 1e-3 times
+smaller than one that lives at 1. A directional difference sums one stencil per input, each
+with that input's step. The per-element Jacobian evaluates every basis direction at once with
+``vmap`` inside one ``jit``, never in a Python loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -17,12 +20,24 @@ from jax.typing import ArrayLike
 
 from jaxcalc.numerics import fd_base_step
 
-__all__ = ["derivative", "directional", "jacobian", "one_sided"]
+__all__ = ["derivative", "directional", "jacobian", "one_sided", "typical_scale"]
 
 
 def _stencil(f: Callable[[jax.Array], jax.Array], h: jax.Array) -> jax.Array:
     """5-point central difference of f(s) at s = 0 with step h (f maps a scalar step to an array)."""
     return (f(-2 * h) - 8 * f(-h) + 8 * f(h) - f(2 * h)) / (12 * h)
+
+
+def _rms(x: jax.Array) -> jax.Array:
+    """Root-mean-square magnitude of x, or 1 for an empty or all-zero array."""
+    r = jnp.sqrt(jnp.mean(jnp.square(x))) if x.size else jnp.asarray(0.0, x.dtype)
+    return jnp.where(r > 0, r, jnp.ones_like(r))
+
+
+def typical_scale(x: ArrayLike) -> jax.Array:
+    """Per-element magnitude that sets the step: max(|x_i|, rms(x)), shaped like x."""
+    x = jnp.asarray(x)
+    return jnp.maximum(jnp.abs(x), _rms(x))
 
 
 def derivative(f: Callable[[jax.Array], jax.Array], x: ArrayLike) -> jax.Array:
@@ -32,31 +47,53 @@ def derivative(f: Callable[[jax.Array], jax.Array], x: ArrayLike) -> jax.Array:
     return _stencil(lambda s: f(x + s), h)
 
 
-def _step_along(primals: tuple, tangents: tuple) -> jax.Array:
-    """Step size for a direction: eps**(1/5) * max(1, |x|inf) / |t|inf over all inputs."""
-    dtype = tangents[0].dtype
-    xs = max(float(jnp.max(jnp.abs(p))) if jnp.size(p) else 0.0 for p in primals)
-    ts = max(float(jnp.max(jnp.abs(t))) if jnp.size(t) else 0.0 for t in tangents)
-    return jnp.asarray(fd_base_step(dtype) * max(1.0, xs) / max(ts, 1e-300), dtype)
+def _input_step(x: jax.Array, t: jax.Array) -> jax.Array:
+    """Step along tangent t for input x: eps**(1/5) * max(|x|inf, rms(x)) / |t|inf (traceable)."""
+    typ = jnp.max(typical_scale(x)) if x.size else jnp.asarray(1.0, t.dtype)
+    tmax = jnp.max(jnp.abs(t)) if t.size else jnp.asarray(0.0, t.dtype)
+    return fd_base_step(t.dtype) * typ / jnp.maximum(tmax, jnp.finfo(t.dtype).tiny)
 
 
-def directional(
-    f: Callable[..., jax.Array], primals: tuple, tangents: tuple, h: float | None = None
-) -> jax.Array:
-    """J t: the derivative of f(*primals) along ``tangents`` (one per primal), by central difference."""
+def _prepare(primals: Sequence, tangents: Sequence) -> tuple[tuple, tuple]:
     primals = tuple(jnp.asarray(p) for p in primals)
     tangents = tuple(jnp.asarray(t, p.dtype) for p, t in zip(primals, tangents, strict=True))
-    step = _step_along(primals, tangents) if h is None else jnp.asarray(h, primals[0].dtype)
-    return _stencil(lambda s: f(*(p + s * t for p, t in zip(primals, tangents, strict=True))), step)
+    return primals, tangents
+
+
+def _along(f: Callable[..., jax.Array], primals: tuple, k: int, t: jax.Array) -> Callable:
+    """s -> f(primals with primals[k] moved by s * t)."""
+
+    def moved(s):
+        args = list(primals)
+        args[k] = primals[k] + s * t
+        return f(*args)
+
+    return moved
+
+
+def directional(f: Callable[..., jax.Array], primals: Sequence, tangents: Sequence) -> jax.Array:
+    """J t = sum_k J_k t_k: the derivative of f(*primals) along ``tangents`` (one per primal).
+
+    Each input contributes its own central difference with its own step, so inputs of very
+    different magnitudes are each differenced at a step that suits them.
+    """
+    primals, tangents = _prepare(primals, tangents)
+    total = None
+    for k, (p, t) in enumerate(zip(primals, tangents, strict=True)):
+        term = _stencil(_along(f, primals, k, t), _input_step(p, t))
+        total = term if total is None else total + term
+    return total
 
 
 def one_sided(
-    f: Callable[..., jax.Array], primals: tuple, tangents: tuple, h: float | None = None
+    f: Callable[..., jax.Array], primals: Sequence, tangents: Sequence
 ) -> tuple[jax.Array, jax.Array]:
-    """Left and right first-order differences along ``tangents``; they disagree across a kink."""
-    primals = tuple(jnp.asarray(p) for p in primals)
-    tangents = tuple(jnp.asarray(t, p.dtype) for p, t in zip(primals, tangents, strict=True))
-    step = _step_along(primals, tangents) if h is None else jnp.asarray(h, primals[0].dtype)
+    """Left and right first-order differences along ``tangents``; they disagree across a kink.
+
+    One common step is used (the smallest of the per-input steps), so the probe stays local.
+    """
+    primals, tangents = _prepare(primals, tangents)
+    step = jnp.min(jnp.stack([_input_step(p, t) for p, t in zip(primals, tangents, strict=True)]))
 
     def at(s):
         return f(*(p + s * t for p, t in zip(primals, tangents, strict=True)))
@@ -65,27 +102,32 @@ def one_sided(
     return (f0 - at(-step)) / step, (at(step) - f0) / step
 
 
-def _jacobian_flat(f: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
+def _jacobian_flat(f: Callable[[jax.Array], jax.Array], x: jax.Array, typ: jax.Array) -> jax.Array:
     """(out_size, n) Jacobian of f at flat x: all n stencils vmapped in one jitted call."""
 
     @jax.jit
-    def run(x: jax.Array) -> jax.Array:
-        h = fd_base_step(x.dtype) * jnp.maximum(1.0, jnp.abs(x))
+    def run(x: jax.Array, typ: jax.Array) -> jax.Array:
+        h = fd_base_step(x.dtype) * typ
         basis = jnp.eye(x.size, dtype=x.dtype)
         cols = jax.vmap(lambda e, hi: _stencil(lambda s: f(x + s * e), hi))(basis, h)
         return cols.reshape((x.size, -1)).T
 
-    return run(x)
+    return run(x, typ)
 
 
-def jacobian(f: Callable[..., jax.Array], primals: tuple, argnum: int = 0) -> jax.Array:
-    """Full Jacobian d f / d primals[argnum], one column per input element, shape out.shape + in.shape.
+def jacobian(
+    f: Callable[..., jax.Array], primals: Sequence, argnum: int = 0, scale: ArrayLike | None = None
+) -> jax.Array:
+    """Full Jacobian d f / d primals[argnum], one column per input element: out.shape + in.shape.
 
-    Every column is computed at once (``vmap`` over basis directions) inside one ``jit``.
+    ``scale`` (shaped like the input) overrides the per-element magnitude that sets each step;
+    by default it is :func:`typical_scale` of the input. Every column is computed at once
+    (``vmap`` over basis directions) inside one ``jit``.
     """
     primals = tuple(jnp.asarray(p) for p in primals)
     x = primals[argnum]
     shape = x.shape
+    typ = typical_scale(x) if scale is None else jnp.asarray(scale, x.dtype).reshape(shape)
 
     def flat_f(v: jax.Array) -> jax.Array:
         args = list(primals)
@@ -93,5 +135,5 @@ def jacobian(f: Callable[..., jax.Array], primals: tuple, argnum: int = 0) -> ja
         return jnp.asarray(f(*args))
 
     out_shape = jax.eval_shape(flat_f, x.reshape(-1)).shape
-    jac = _jacobian_flat(flat_f, x.reshape(-1))
+    jac = _jacobian_flat(flat_f, x.reshape(-1), typ.reshape(-1))
     return jac.reshape(out_shape + shape)

@@ -1,0 +1,470 @@
+"""The gradient checker: every derivative against two independent witnesses (DESIGN §4).
+
+For a case of the catalogue (:func:`check_case`) or any user function (:func:`check_function`)
+it compares
+
+* ``vjp``            handwritten VJP vs ``jax.vjp``;
+* ``jvp``            handwritten JVP vs ``jax.jvp`` (where a handwritten JVP is given);
+* ``fd_jvp``         ``jax.jvp`` along the tangent vs a 5-point central difference;
+* ``jacobian_fd``    the full per-element FD Jacobian (vmapped, jitted) vs ``jax.jacrev``;
+* ``jacobian_modes`` ``jax.jacfwd`` vs ``jax.jacrev``;
+* ``vjp_fd``         handwritten VJP vs cᵀJ from the FD Jacobian (handwritten vs FD, directly);
+* ``dot_identity``   ⟨c, J t⟩ (autodiff JVP) vs ⟨Jᵀc, t⟩ (handwritten VJP);
+* ``chain_forward`` / ``chain_reverse``  J_(f∘g) = J_f(g(x))·J_g(x) for composite cases;
+* ``hvp``            Hessian-vector product (forward-over-reverse) vs FD of the gradient;
+* ``hessian_symmetry``  H = Hᵀ for scalar losses.
+
+Errors are normwise relative, ``||a - b||inf / max(||b||inf, tiny)``; every result names the
+case, the check, which side is which, the worst element and both values there. A failing
+finite-difference comparison whose left and right one-sided differences disagree is reported
+as a kink, not as a wrong gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from jaxcalc import fd
+from jaxcalc.numerics import compare, reference_mode, tolerance
+
+__all__ = ["CheckResult", "Report", "check_case", "check_function", "CHECKS", "run_checks"]
+
+CHECKS = (
+    "vjp",
+    "jvp",
+    "fd_jvp",
+    "jacobian_fd",
+    "jacobian_modes",
+    "vjp_fd",
+    "dot_identity",
+    "chain_forward",
+    "chain_reverse",
+    "hvp",
+    "hessian_symmetry",
+)
+
+# Largest Jacobian (output size x total input size) computed in full, per element.
+MAX_JACOBIAN = 4_000_000
+# Largest flattened input for which the full Hessian is formed.
+MAX_HESSIAN = 2_000
+# One-sided differences disagreeing by more than this (relative) mark a kink.
+KINK_RATIO = 0.05
+
+
+class CheckResult(NamedTuple):
+    """One comparison: ``a`` (labelled ``a_label``) against reference ``b`` (``b_label``)."""
+
+    case: str
+    check: str
+    a_label: str
+    b_label: str
+    error: float
+    tol: float
+    where: str
+    a_value: float
+    b_value: float
+    status: str  # "pass", "FAIL" or "kink"
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    def line(self) -> str:
+        """One row: case, check, sides, error vs tolerance, worst element and both values."""
+        return (
+            f"{self.case:<24} {self.check:<17} {self.status:<5} err {self.error:9.2e} (tol {self.tol:.0e})"
+            f"  {self.a_label} vs {self.b_label} at {self.where}:"
+            f" {self.a_value:.10g} vs {self.b_value:.10g}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+class Report(NamedTuple):
+    """All check results of one or more cases."""
+
+    results: tuple[CheckResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.status != "FAIL" for r in self.results)
+
+    @property
+    def failures(self) -> tuple[CheckResult, ...]:
+        return tuple(r for r in self.results if r.status == "FAIL")
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(r.status == s for r in self.results) for s in ("pass", "FAIL", "kink")}
+
+    def summary(self) -> str:
+        """The closing line ``N passed, M failed`` (with ``, K kinks`` when there are any)."""
+        c = self.counts()
+        line = f"{c['pass']} passed, {c['FAIL']} failed"
+        return line + (f", {c['kink']} kinks" if c["kink"] else "")
+
+    def format(self) -> str:
+        return "\n".join([r.line() for r in self.results] + [self.summary()])
+
+    def __add__(self, other: Report) -> Report:  # type: ignore[override]
+        return Report(self.results + other.results)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _label_index(name: str, index: tuple[int, ...]) -> str:
+    return f"{name}[{', '.join(str(i) for i in index)}]"
+
+
+def _compare_named(
+    a: Sequence[jax.Array], b: Sequence[jax.Array], names: Sequence[str]
+) -> tuple[float, str, float, float]:
+    """Worst normwise error over matching arrays; returns (error, 'name[i, j]', a_val, b_val)."""
+    worst = (-1.0, "", 0.0, 0.0)
+    for ai, bi, name in zip(a, b, names, strict=True):
+        c = compare(ai, bi)
+        if c.error > worst[0]:
+            worst = (c.error, _label_index(name, c.index), c.a_value, c.b_value)
+    return worst
+
+
+class _Ctx(NamedTuple):
+    """Everything the individual checks need, prepared once per function."""
+
+    name: str
+    forward: Callable[..., jax.Array]
+    primals: tuple[jax.Array, ...]
+    diff_idx: tuple[int, ...]
+    names: tuple[str, ...]
+    ct: jax.Array
+    tangents: tuple[jax.Array, ...]
+    dtype: np.dtype
+
+    def with_diff(self, diff: Sequence[jax.Array]) -> tuple[jax.Array, ...]:
+        args = list(self.primals)
+        for i, a in zip(self.diff_idx, diff, strict=True):
+            args[i] = a
+        return tuple(args)
+
+    def f_diff(self, *diff: jax.Array) -> jax.Array:
+        """F as a function of the differentiable inputs only."""
+        return self.forward(*self.with_diff(diff))
+
+    @property
+    def diff(self) -> tuple[jax.Array, ...]:
+        return tuple(self.primals[i] for i in self.diff_idx)
+
+
+def _result(ctx: _Ctx, check: str, a_label: str, b_label: str, worst, kind: str) -> CheckResult:
+    err, where, av, bv = worst
+    tol = tolerance(ctx.dtype, kind)
+    status = "pass" if err <= tol else "FAIL"
+    return CheckResult(ctx.name, check, a_label, b_label, float(err), tol, where, av, bv, status)
+
+
+def _kink(ctx: _Ctx, tangents: tuple[jax.Array, ...]) -> bool:
+    """True when left and right differences along ``tangents`` disagree: the point is a kink."""
+    left, right = fd.one_sided(ctx.f_diff, ctx.diff, tangents)
+    scale = max(float(jnp.max(jnp.abs(left))), float(jnp.max(jnp.abs(right))), 1e-300)
+    return float(jnp.max(jnp.abs(left - right))) / scale > KINK_RATIO
+
+
+def _unflatten_columns(jac: jax.Array, ctx: _Ctx, out_shape: tuple[int, ...]) -> list[jax.Array]:
+    """Split a (*out, n_total) Jacobian into one (*out, *in_shape) block per diff input."""
+    blocks, start = [], 0
+    for x in ctx.diff:
+        blocks.append(jac[..., start : start + x.size].reshape(out_shape + x.shape))
+        start += x.size
+    return blocks
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def run_checks(
+    name: str,
+    forward: Callable[..., jax.Array],
+    primals: Sequence[Any],
+    *,
+    diff_idx: Sequence[int],
+    names: Sequence[str],
+    ct: Any,
+    tangents: Sequence[Any],
+    vjp: Callable[[tuple, jax.Array], tuple] | None = None,
+    jvp: Callable[[tuple, tuple], jax.Array] | None = None,
+    chain: Callable[[tuple], tuple[Callable, Callable]] | None = None,
+    mode: str = "full",
+    dtype: Any = "float64",
+) -> Report:
+    """Run every applicable check of DESIGN §4 on ``forward`` at ``primals`` and return a Report.
+
+    ``vjp(primals, ct)`` is the handwritten pullback (one cotangent per differentiable input);
+    without it autodiff stands in and only the autodiff-vs-FD checks are informative.
+    ``mode='fast'`` skips the full per-element Jacobian and Hessian (directional checks only).
+    """
+    if mode not in ("full", "fast"):
+        raise ValueError(f"mode must be 'full' or 'fast', not {mode!r}")
+    dtype = np.dtype(dtype)
+    with reference_mode(dtype):
+        prim = tuple(
+            jnp.asarray(p, dtype) if jnp.issubdtype(jnp.asarray(p).dtype, jnp.floating) else jnp.asarray(p)
+            for p in primals
+        )
+        ctx = _Ctx(
+            name,
+            forward,
+            prim,
+            tuple(diff_idx),
+            tuple(names),
+            jnp.asarray(ct, dtype),
+            tuple(jnp.asarray(t, dtype) for t in tangents),
+            dtype,
+        )
+        return Report(tuple(_checks(ctx, vjp, jvp, chain, mode)))
+
+
+def _witnesses(ctx: _Ctx, vjp, jvp, chain, mode: str) -> dict[str, Any]:
+    """Every derivative the checks compare, computed in ONE jitted call (compiled once per case).
+
+    Eager evaluation would compile each primitive separately; fusing all witnesses into one
+    program keeps checking the whole catalogue to seconds.
+    """
+    from jaxcalc.chain import chain_rule_product
+
+    out = jax.eval_shape(ctx.f_diff, *ctx.diff)
+    flat, unravel = ravel_pytree(ctx.diff)
+    full = mode == "full" and flat.size * max(out.size, 1) <= MAX_JACOBIAN
+    scalar = out.ndim == 0
+
+    def compute(primals, ct, tangents):
+        c = ctx._replace(primals=primals, ct=ct, tangents=tangents)
+        diff = c.diff
+        v, _ = ravel_pytree(diff)
+        w: dict[str, Any] = {}
+        _, pull = jax.vjp(c.f_diff, *diff)
+        w["ad_vjp"] = pull(ct)
+        if vjp is not None:
+            w["hw_vjp"] = tuple(vjp(primals, ct))
+        w["ad_jvp"] = jax.jvp(c.f_diff, diff, tangents)[1]
+        if jvp is not None:
+            w["hw_jvp"] = jvp(primals, tangents)
+        w["fd_jvp"] = fd.directional(c.f_diff, diff, tangents)
+
+        def f_flat(u):
+            return c.f_diff(*unravel(u))
+
+        if full:
+            w["jrev"] = jax.jacrev(f_flat)(v)
+            w["jfwd"] = jax.jacfwd(f_flat)(v)
+            typ, _ = ravel_pytree(tuple(fd.typical_scale(d) for d in diff))
+            w["jfd"] = fd.jacobian(f_flat, (v,), scale=typ)
+        if chain is not None:
+            k = c.diff_idx[0]
+            outer, inner = chain(primals)
+            w["chain_value"] = outer(inner(primals[k]))
+            w["value"] = c.forward(*primals)
+            for m in ("forward", "reverse"):
+                w[f"chain_{m}"] = chain_rule_product(outer, inner, primals[k], mode=m)
+        if scalar:
+            grad = jax.grad(f_flat)
+            t, _ = ravel_pytree(tangents)
+            w["hvp"] = jax.jvp(grad, (v,), (t,))[1]
+            grads = jax.grad(c.f_diff, argnums=tuple(range(len(diff))))
+            w["hvp_fd"] = fd.directional(lambda *d: ravel_pytree(grads(*d))[0], diff, tangents)
+            if mode == "full" and v.size <= MAX_HESSIAN:
+                w["hessian"] = jax.hessian(f_flat)(v)
+            else:
+                u = jnp.roll(t, 1) * jnp.linspace(0.5, 1.5, t.size, dtype=t.dtype)
+                w["sym"] = (
+                    jnp.vdot(u, w["hvp"]),
+                    jnp.vdot(t, jax.jvp(grad, (v,), (u,))[1]),
+                    jnp.sum(jnp.abs(u * w["hvp"])),
+                )
+        return w
+
+    return jax.device_get(jax.jit(compute)(ctx.primals, ctx.ct, ctx.tangents))
+
+
+def _checks(ctx: _Ctx, vjp, jvp, chain, mode: str):
+    w = _witnesses(ctx, vjp, jvp, chain, mode)
+    ad_vjp, hw_vjp = w["ad_vjp"], w.get("hw_vjp")
+    dnames = tuple(f"d{n}" for n in ctx.names)
+    flat, unravel = ravel_pytree(ctx.diff)
+    out_shape = tuple(np.shape(w["ad_jvp"]))
+
+    if hw_vjp is not None:
+        if len(hw_vjp) != len(ad_vjp):
+            n, m = len(hw_vjp), len(ad_vjp)
+            raise ValueError(f"{ctx.name}: handwritten VJP returned {n} arrays, expected {m}")
+        yield _result(ctx, "vjp", "handwritten", "autodiff", _compare_named(hw_vjp, ad_vjp, dnames), "exact")
+    if "hw_jvp" in w:
+        worst = _compare_named([w["hw_jvp"]], [w["ad_jvp"]], ["Jt"])
+        yield _result(ctx, "jvp", "handwritten", "autodiff", worst, "exact")
+
+    worst = _compare_named([w["ad_jvp"]], [w["fd_jvp"]], ["Jt"])
+    res = _result(ctx, "fd_jvp", "autodiff", "finite-diff", worst, "fd")
+    if res.status == "FAIL" and _kink(ctx, ctx.tangents):
+        res = res._replace(status="kink")
+    yield res
+
+    if "jfd" in w:
+        jnames = [f"J_{n}" for n in ctx.names]
+        rev_b = _unflatten_columns(w["jrev"], ctx, out_shape)
+        fd_b = _unflatten_columns(w["jfd"], ctx, out_shape)
+        res = _result(ctx, "jacobian_fd", "finite-diff", "jacrev", _compare_named(fd_b, rev_b, jnames), "fd")
+        if res.status == "FAIL":
+            # Probe the worst column alone: a kink there explains the disagreement.
+            diff = np.abs(w["jfd"] - w["jrev"]).reshape(-1, flat.size)
+            e = np.zeros(flat.size, flat.dtype)
+            e[int(np.argmax(diff.max(axis=0)))] = 1.0
+            if _kink(ctx, unravel(jnp.asarray(e))):
+                res = res._replace(status="kink")
+        yield res
+        fwd_b = _unflatten_columns(w["jfwd"], ctx, out_shape)
+        yield _result(
+            ctx, "jacobian_modes", "jacfwd", "jacrev", _compare_named(fwd_b, rev_b, jnames), "exact"
+        )
+        if hw_vjp is not None:
+            fd_vjp = unravel(jnp.tensordot(ctx.ct, w["jfd"], axes=ctx.ct.ndim))
+            yield _result(
+                ctx, "vjp_fd", "handwritten", "finite-diff", _compare_named(hw_vjp, fd_vjp, dnames), "fd"
+            )
+
+    pull = hw_vjp if hw_vjp is not None else ad_vjp
+    lhs = float(np.vdot(ctx.ct, w["ad_jvp"]))
+    rhs = float(sum(np.vdot(g, t) for g, t in zip(pull, ctx.tangents, strict=True)))
+    # Round-off in a dot product scales with the sum of |terms|, not with the (possibly small) sum.
+    scale = max(float(np.sum(np.abs(ctx.ct * w["ad_jvp"]))), 1e-300)
+    side = "handwritten" if hw_vjp is not None else "autodiff"
+    yield _result(
+        ctx,
+        "dot_identity",
+        f"<J^T c, t> ({side})",
+        "<c, J t> (autodiff)",
+        (abs(lhs - rhs) / scale, "[]", rhs, lhs),
+        "exact",
+    )
+
+    if "chain_value" in w:
+        value = _compare_named([w["chain_value"]], [w["value"]], ["F"])
+        if value[0] > tolerance(ctx.dtype, "exact"):
+            yield _result(ctx, "chain_forward", "outer(inner(x))", "F(x)", value, "exact")
+        else:
+            for m in ("forward", "reverse"):
+                product, composite = w[f"chain_{m}"]
+                worst = _compare_named([product], [composite], ["J"])
+                yield _result(ctx, f"chain_{m}", "J_f(g(x))·J_g(x)", "J_(f∘g)(x)", worst, "exact")
+
+    if "hvp" in w:
+        res = _result(
+            ctx,
+            "hvp",
+            "forward-over-reverse",
+            "finite-diff",
+            _compare_named([w["hvp"]], [w["hvp_fd"]], ["Ht"]),
+            "fd",
+        )
+        yield res
+        if "hessian" in w:
+            h = w["hessian"]
+            yield _result(ctx, "hessian_symmetry", "H", "H^T", _compare_named([h], [h.T], ["H"]), "exact")
+        else:
+            a, b, sc = (float(x) for x in w["sym"])
+            yield _result(
+                ctx,
+                "hessian_symmetry",
+                "<u, H t>",
+                "<t, H u>",
+                (abs(a - b) / max(sc, 1e-300), "[]", a, b),
+                "exact",
+            )
+
+
+# ----------------------------------------------------------------------------- front doors
+
+
+def check_case(case, dtype: Any = "float64", mode: str = "full") -> Report:
+    """Run every check on a catalogue case at its seeded inputs and probes, in ``dtype``."""
+    inputs = case.sample(dtype)
+    ct, tangents = case.probes(dtype)
+    return run_checks(
+        case.name,
+        case.forward,
+        tuple(inputs.values()),
+        diff_idx=case.diff_index,
+        names=case.diff_names,
+        ct=ct,
+        tangents=tuple(tangents.values()),
+        vjp=case.vjp,
+        jvp=case.jvp,
+        chain=case.chain,
+        mode=mode,
+        dtype=dtype,
+    )
+
+
+def check_function(
+    f: Callable[..., jax.Array],
+    args: Sequence[Any],
+    *,
+    grad_fn: Callable[..., Any] | None = None,
+    vjp_fn: Callable[[tuple, jax.Array], tuple] | None = None,
+    jvp_fn: Callable[[tuple, tuple], jax.Array] | None = None,
+    mode: str = "full",
+    dtype: Any | None = None,
+    name: str | None = None,
+    seed: int = 0,
+) -> Report:
+    """Check a user's function ``f(*args)`` with every check of DESIGN §4.
+
+    Floating-point args are differentiable, integer args are not. Give the handwritten
+    derivative as ``grad_fn(*args)`` (scalar ``f``: the gradient w.r.t. the float args, a
+    tuple when there are several) or as ``vjp_fn(args, ct)``; ``jvp_fn(args, tangents)`` is
+    optional. Probes are drawn from ``jax.random.key(seed)``. ``dtype`` defaults to the
+    dtype of the first float arg.
+    """
+    arrays = [np.asarray(a) for a in args]
+    diff_idx = tuple(i for i, a in enumerate(arrays) if np.issubdtype(a.dtype, np.floating))
+    if not diff_idx:
+        raise ValueError("check_function needs at least one floating-point argument")
+    dtype = np.dtype(dtype or arrays[diff_idx[0]].dtype)
+    name = name or getattr(f, "__name__", "function")
+    if grad_fn is not None and vjp_fn is not None:
+        raise ValueError("give grad_fn or vjp_fn, not both")
+    if grad_fn is not None:
+
+        def vjp_fn(p, ct, _g=grad_fn):
+            g = _g(*p)
+            g = g if isinstance(g, (tuple, list)) else (g,)
+            return tuple(ct * gi for gi in g)
+
+    with reference_mode(dtype):
+        out_shape = jax.eval_shape(
+            f, *[jnp.asarray(a, dtype) if i in diff_idx else jnp.asarray(a) for i, a in enumerate(arrays)]
+        ).shape
+        keys = jax.random.split(jax.random.key(seed), len(diff_idx) + 1)
+        ct = jax.random.normal(keys[0], out_shape, dtype)
+        tangents = tuple(
+            jax.random.normal(k, arrays[i].shape, dtype) for k, i in zip(keys[1:], diff_idx, strict=True)
+        )
+    names = tuple(f"arg{i}" for i in diff_idx)
+    return run_checks(
+        name,
+        f,
+        arrays,
+        diff_idx=diff_idx,
+        names=names,
+        ct=ct,
+        tangents=tangents,
+        vjp=vjp_fn,
+        jvp=jvp_fn,
+        mode=mode,
+        dtype=dtype,
+    )
