@@ -1,0 +1,209 @@
+"""The golden-set array formats: JSON arrays and NumPy ``.npz`` archives, written and read strictly.
+
+A JSON array is ``{"dtype": "float64", "shape": [4, 7], "data": [...]}``: ``data`` is the flat
+row-major list of ``prod(shape)`` numbers (a scalar has shape ``[]`` and data ``[v]``). Floats
+are written with Python's shortest round-tripping repr, so float64 (and float32) values come back
+bit for bit. Decoding refuses anything that is not exactly this format, with a one-line reason.
+
+An ``.npz`` is written by hand with ``zipfile`` (stored members, fixed order, fixed timestamps)
+so that the same arrays always give the same bytes; it is read with ``allow_pickle=False`` and
+object arrays are refused, so reading a golden set never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ArrayFormatError",
+    "ARRAY_DTYPES",
+    "encode_array",
+    "decode_array",
+    "dumps",
+    "loads",
+    "npz_bytes",
+    "load_npz",
+]
+
+# dtypes an array may carry in either format; golden sets use float64 and int64 only.
+ARRAY_DTYPES = ("float64", "float32", "float16", "int64", "int32")
+_FLOAT = ("float64", "float32", "float16")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # earliest date a zip can hold; no clock enters the bytes
+_MAX_MEMBER = 256 * 2**20  # refuse npz members over 256 MiB (uncompressed)
+
+
+class ArrayFormatError(ValueError):
+    """A value is not an array in the jaxcalc format; the message says what and where."""
+
+
+def encode_array(a: Any) -> dict[str, Any]:
+    """Encode a NumPy-convertible array as ``{"dtype", "shape", "data"}`` (data flat, row-major)."""
+    arr = np.asarray(a)
+    name = arr.dtype.name
+    if name not in ARRAY_DTYPES:
+        raise ArrayFormatError(f"cannot encode dtype {name!r}; supported: {', '.join(ARRAY_DTYPES)}")
+    flat = arr.reshape(-1)
+    data = [float(v) for v in flat] if name in _FLOAT else [int(v) for v in flat]
+    return {"dtype": name, "shape": [int(s) for s in arr.shape], "data": data}
+
+
+def decode_array(
+    obj: Any,
+    where: str = "array",
+    *,
+    dtypes: tuple[str, ...] = ARRAY_DTYPES,
+    allow_nonfinite: bool = False,
+) -> np.ndarray:
+    """Decode one JSON array, checking every field; raise ArrayFormatError naming ``where`` otherwise.
+
+    ``dtypes`` limits the accepted dtypes. With ``allow_nonfinite`` a float array may hold NaN,
+    +-Infinity or null (read as NaN), so a reply carrying them is compared and reported rather
+    than refused; golden files never do.
+    """
+    if not isinstance(obj, Mapping):
+        raise ArrayFormatError(f"{where}: expected an array object {{dtype, shape, data}}, got {_kind(obj)}")
+    keys = set(obj)
+    if keys != {"dtype", "shape", "data"}:
+        missing = sorted({"dtype", "shape", "data"} - keys)
+        extra = sorted(keys - {"dtype", "shape", "data"})
+        detail = f"missing {missing}" if missing else f"unexpected {extra}"
+        raise ArrayFormatError(f"{where}: array object must have exactly dtype, shape, data ({detail})")
+    dtype, shape, data = obj["dtype"], obj["shape"], obj["data"]
+    if not isinstance(dtype, str) or dtype not in dtypes:
+        raise ArrayFormatError(f"{where}: dtype {dtype!r} is not one of {', '.join(dtypes)}")
+    if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
+        raise ArrayFormatError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+    if not isinstance(data, list):
+        raise ArrayFormatError(f"{where}: data must be a flat list of numbers, got {_kind(data)}")
+    size = math.prod(shape)
+    if len(data) != size:
+        raise ArrayFormatError(f"{where}: shape {shape} needs {size} values, data has {len(data)}")
+    if dtype in _FLOAT:
+        values = [_float_item(v, where, k, allow_nonfinite) for k, v in enumerate(data)]
+    else:
+        values = [_int_item(v, where, k) for k, v in enumerate(data)]
+    return np.array(values, dtype=np.dtype(dtype)).reshape(shape)
+
+
+def _kind(v: Any) -> str:
+    """A short description of a JSON value, for messages."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(v),
+        "null" if v is None else f"the number {v!r}" if isinstance(v, int | float) else type(v).__name__,
+    )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _float_item(v: Any, where: str, k: int, allow_nonfinite: bool) -> float:
+    if v is None and allow_nonfinite:
+        return math.nan
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        raise ArrayFormatError(f"{where}: data[{k}] is {_kind(v)}, not a number")
+    if not allow_nonfinite and not math.isfinite(v):
+        raise ArrayFormatError(f"{where}: data[{k}] is {v!r}, not a finite number")
+    return float(v)
+
+
+def _int_item(v: Any, where: str, k: int) -> int:
+    if not _is_int(v) or not _INT64_MIN <= v <= _INT64_MAX:
+        raise ArrayFormatError(f"{where}: data[{k}] is {_kind(v)}, not a 64-bit integer")
+    return v
+
+
+def dumps(obj: Any, *, indent: int | None = None) -> str:
+    """Canonical JSON text: sorted keys, no NaN, shortest round-tripping floats, a final newline."""
+    sep = (",", ": ") if indent is not None else (",", ":")
+    return json.dumps(obj, sort_keys=True, indent=indent, separators=sep, allow_nan=False) + "\n"
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not allowed here")
+
+
+def loads(text: str | bytes, *, allow_nonfinite: bool = False) -> Any:
+    """Parse JSON text; NaN and Infinity literals are refused unless ``allow_nonfinite``."""
+    if allow_nonfinite:
+        return json.loads(text)
+    return json.loads(text, parse_constant=_no_constant)
+
+
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """The bytes of an ``.npz`` holding ``arrays``: members sorted by name, stored, dated 1980-01-01.
+
+    ``np.savez`` stamps members with the current time; this writer does not, so the same
+    arrays always give the same bytes. ``np.load(..., allow_pickle=False)`` reads the result.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in sorted(arrays):
+            arr = np.asarray(arrays[name])
+            if arr.dtype.name not in ARRAY_DTYPES:
+                raise ArrayFormatError(f"{name}: cannot store dtype {arr.dtype.name!r} in a golden npz")
+            member = io.BytesIO()
+            np.lib.format.write_array(member, arr.copy(order="C"), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, member.getvalue())
+    return buf.getvalue()
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Read an ``.npz`` without ever unpickling: every member must be a plain numeric ``.npy``.
+
+    Raises ArrayFormatError for a file that is not a zip, a member that is not ``.npy``, a member
+    holding pickled (object) data, or a dtype outside ARRAY_DTYPES.
+    """
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise ArrayFormatError(f"{path.name}: not an npz (zip) archive")
+    out: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy") or info.is_dir():
+                    raise ArrayFormatError(f"{path.name}: member {info.filename!r} is not an .npy array")
+                if info.file_size > _MAX_MEMBER:
+                    raise ArrayFormatError(f"{path.name}: member {info.filename!r} is too large")
+                with zf.open(info) as f:
+                    arr = _read_npy(f, f"{path.name}:{info.filename}")
+                out[info.filename[: -len(".npy")]] = arr
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ArrayFormatError(f"{path.name}: unreadable npz ({exc})") from None
+    return out
+
+
+def _read_npy(f: Any, where: str) -> np.ndarray:
+    """One ``.npy`` member, header checked before any data is read; pickles are refused unread."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, OSError, EOFError) as exc:
+        raise ArrayFormatError(f"{where}: bad .npy header ({exc})") from None
+    if dtype.hasobject:
+        raise ArrayFormatError(f"{where}: holds pickled objects; refused (golden arrays are numeric)")
+    if dtype.name not in ARRAY_DTYPES or fortran:
+        raise ArrayFormatError(f"{where}: dtype {dtype.name!r} (fortran={fortran}) is not a golden array")
+    count = math.prod(shape)
+    raw = f.read(count * dtype.itemsize)
+    if len(raw) != count * dtype.itemsize:
+        raise ArrayFormatError(f"{where}: truncated data")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
