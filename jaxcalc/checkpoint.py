@@ -1,0 +1,207 @@
+"""Checkpoints: pytrees of arrays plus JSON metadata in one .npz, written atomically.
+
+Layout of a checkpoint file (a plain NumPy ``.npz``, loadable with ``allow_pickle=False``):
+
+    "<tree>/<path>"  one array per leaf of each named pytree, ``path`` as jax.tree_util.keystr
+                     writes it (e.g. ``params/[0]['W']``), in the tree's dtype
+    "__meta__"       a 0-d unicode array holding a JSON object: ``format``, and whatever the
+                     caller stores (model sizes, epoch, step, key, history, ...)
+
+Saving writes a temporary file in the target's directory, flushes and fsyncs it, then
+``os.replace``\\ s it over the target: a reader sees either the old file or the new one,
+never half of one, and a failed save leaves the old checkpoint untouched. Loading never
+unpickles; any unreadable, truncated or foreign file becomes one :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+__all__ = [
+    "FORMAT",
+    "CheckpointError",
+    "Checkpoint",
+    "tree_arrays",
+    "save",
+    "load",
+    "restore_tree",
+    "save_train_state",
+    "load_train_state",
+]
+
+FORMAT = "jaxcalc-checkpoint/1"
+_META = "__meta__"
+PyTree = Any
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit; the message is one line."""
+
+
+class Checkpoint(NamedTuple):
+    """What :func:`load` returns: flat arrays by name and the metadata dict."""
+
+    path: str
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+
+def tree_arrays(name: str, tree: PyTree) -> dict[str, np.ndarray]:
+    """The leaves of ``tree`` as host arrays keyed ``name + keystr(path)`` (copies, never views)."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {name + jax.tree_util.keystr(path): np.array(leaf, copy=True) for path, leaf in leaves}
+
+
+def save(path: str | os.PathLike, trees: dict[str, PyTree], meta: dict[str, Any]) -> None:
+    """Write ``trees`` (name -> pytree of arrays) and ``meta`` (JSON-able) to ``path`` atomically."""
+    path = os.fspath(path)
+    arrays: dict[str, np.ndarray] = {}
+    for name, tree in trees.items():
+        arrays.update(tree_arrays(name, tree))
+    arrays[_META] = np.array(json.dumps({"format": FORMAT, **meta}, sort_keys=True))
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint written by :func:`save`; raises CheckpointError (one line) on any defect."""
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: np.array(npz[k]) for k in npz.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"checkpoint {path!r} is a directory") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path!r}: {reason}") from None
+    raw = arrays.pop(_META, None)
+    if raw is None or raw.shape != () or raw.dtype.kind != "U":
+        raise CheckpointError(f"{path!r} is not a jaxcalc checkpoint (no metadata)")
+    try:
+        meta = json.loads(str(raw))
+    except json.JSONDecodeError:
+        raise CheckpointError(f"checkpoint {path!r} has corrupt metadata") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"checkpoint {path!r} has format {found!r}, expected {FORMAT!r}")
+    return Checkpoint(path, arrays, meta)
+
+
+def restore_tree(ckpt: Checkpoint, name: str, template: PyTree) -> PyTree:
+    """Rebuild pytree ``name`` from ``ckpt`` in the structure of ``template``.
+
+    ``template`` may hold arrays or ``jax.ShapeDtypeStruct``\\ s. Every leaf must be present
+    with the template's shape and dtype; otherwise
+    CheckpointError names the first leaf that does not fit.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    expected = {name + jax.tree_util.keystr(p) for p, _ in leaves}
+    stored = {k for k in ckpt.arrays if k.startswith(name + "[") or k == name}
+    if stored != expected:
+        extra, missing = sorted(stored - expected), sorted(expected - stored)
+        what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+        raise CheckpointError(f"checkpoint {ckpt.path!r} does not fit this run: {what}")
+    out = []
+    for p, leaf in leaves:
+        key = name + jax.tree_util.keystr(p)
+        value, shape, dtype = ckpt.arrays[key], tuple(np.shape(leaf)), np.dtype(leaf.dtype)
+        if value.shape != shape or value.dtype != dtype:
+            raise CheckpointError(
+                f"checkpoint {ckpt.path!r} does not fit this run: {key} is {value.dtype}{list(value.shape)}, "
+                f"expected {dtype}{list(shape)}"
+            )
+        out.append(value)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+# ----------------------------------------------------------------------------- training runs
+
+
+def save_train_state(path: str | os.PathLike, state: Any, config: Any, history: list[dict]) -> None:
+    """Save a :class:`jaxcalc.train.TrainState` with its config and per-epoch history, atomically.
+
+    Stored: params, optimizer state, the PRNG key's raw data and implementation, epoch, step,
+    the model's layer widths, the config and the history, so a resumed run is bit for bit
+    the uninterrupted one.
+    """
+    sizes = [int(layer["W"].shape[0]) for layer in state.params] + [int(state.params[-1]["W"].shape[1])]
+    meta = {
+        "sizes": sizes,
+        "config": {**config._asdict(), "hidden": list(config.hidden)},
+        "epoch": int(state.epoch),
+        "step": int(state.step),
+        "key_impl": str(jax.random.key_impl(state.key)),
+        "history": history,
+    }
+    trees = {"params": state.params, "opt_state": state.opt_state, "key": jax.random.key_data(state.key)}
+    save(path, trees, meta)
+
+
+def load_train_state(path: str | os.PathLike, n_features: int, n_classes: int) -> tuple[Any, Any, list[dict]]:
+    """(TrainState, TrainConfig, history) from a checkpoint of :func:`save_train_state`.
+
+    Raises CheckpointError when the file is unreadable or does not fit data with
+    ``n_features`` inputs and ``n_classes`` classes.
+    """
+    from jaxcalc.train import TrainConfig, TrainState, init_state, model_sizes
+
+    ckpt = load(path)
+    meta = ckpt.meta
+    try:
+        stored = meta["config"]
+        config = TrainConfig(
+            hidden=tuple(int(h) for h in stored["hidden"]),
+            epochs=int(stored["epochs"]),
+            batch_size=int(stored["batch_size"]),
+            lr=float(stored["lr"]),
+            seed=int(stored["seed"]),
+            grad=str(stored["grad"]),
+            devices=int(stored["devices"]),
+        )
+        epoch, step, sizes = int(meta["epoch"]), int(meta["step"]), [int(s) for s in meta["sizes"]]
+        history, key_impl = list(meta["history"]), str(meta["key_impl"])
+        if min(sizes) < 1 or config.batch_size < 1 or not all(isinstance(r, dict) for r in history):
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"checkpoint {ckpt.path!r} has incomplete or invalid metadata") from None
+    want = list(model_sizes(config, n_features, n_classes))
+    if sizes != want:
+        raise CheckpointError(
+            f"checkpoint {ckpt.path!r} holds a {'-'.join(map(str, sizes))} model, "
+            f"the data needs {'-'.join(map(str, want))}"
+        )
+
+    # Shapes and dtypes only (nothing is computed): the structure every stored leaf must fit.
+    def template() -> tuple:
+        fresh = init_state(config, n_features, n_classes)
+        return fresh.params, fresh.opt_state, jax.random.key_data(fresh.key)
+
+    params, opt_state, key_data = jax.eval_shape(template)
+    params = restore_tree(ckpt, "params", params)
+    opt_state = restore_tree(ckpt, "opt_state", opt_state)
+    key_data = restore_tree(ckpt, "key", key_data)
+    try:
+        key = jax.random.wrap_key_data(key_data, impl=key_impl)
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"checkpoint {ckpt.path!r} has an unknown key type {key_impl!r}") from None
+    return TrainState(params, opt_state, key, epoch, step), config, history
