@@ -1,16 +1,58 @@
-"""`jaxcalc bench` (not built yet)."""
+"""`jaxcalc bench`: the jitted benchmarks, side by side, against the machine's measured limits."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="(not built yet)")
+    p = sub.add_parser(
+        "bench",
+        help="jitted benchmarks side by side: descent, batched descent, MLP and transformer steps, gradcheck",
+        description="Time jitted descent and backprop steps against pure Python, jax.grad and PyTorch eager, "
+        "with compile time reported apart and every figure set against limits measured in the same process.",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="small sizes and few repeats (under a minute on 2 CPUs)"
+    )
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these workloads")
+    p.add_argument("--json", metavar="FILE", help="also write every figure, with units, machine and versions")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from jaxcalc.bench import FULL, QUICK, format_report, run_bench, select
     from jaxcalc.cli import UsageError
 
-    raise UsageError("'jaxcalc bench' is not built yet")
+    try:
+        select(args.only)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        parent = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(parent):
+            raise UsageError(f"cannot write {args.json}: directory {parent} does not exist")
+    command = "jaxcalc bench" + (" --quick" if args.quick else "")
+    command += (" --only " + " ".join(args.only)) if args.only else ""
+    report = run_bench(
+        QUICK if args.quick else FULL,
+        args.only,
+        quick=args.quick,
+        command=command,
+        progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True),
+    )
+    print(format_report(report))
+    if args.json:
+        tmp = args.json + ".tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(report.to_dict(), fh, indent=2)
+                fh.write("\n")
+            os.replace(tmp, args.json)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.json}: {exc.strerror}") from None
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,81 @@
+"""
+What a gradient check costs: jaxcalc's checks against torch.autograd.gradcheck and jax's check_grads.
+
+The function checked is a tanh MLP's mean cross-entropy as a function of its weights (float64),
+with h (n_in + 1) + k (h + 1) parameters; jaxcalc checks the handwritten gradient of
+jaxcalc.backprop.mlp_backward against autodiff and per-element finite differences. Each checker is
+timed end to end, the way a user calls it, in turn (round-robin) so that a shared machine's load
+falls on all of them alike. The last line prints torch's slow mode time over jaxcalc's full check.
+
+Example (about 3K parameters):
+
+    python scripts/bench_gradcheck.py --hidden=96 --repeats=3
+"""
+
+import ast
+import sys
+
+from jaxcalc.bench.gradcheck import checkers, make_problem
+from jaxcalc.bench.harness import machine_info, time_calls, versions
+
+# -----------------------------------------------------------------------------
+# configuration: one default per line, each overridable as --name=value
+n_in = 20  # inputs per example
+hidden = 96  # hidden width (tanh)
+n_out = 10  # classes
+batch = 16  # examples in the fixed batch
+repeats = 3  # timed calls per checker (each call is one whole check)
+use_torch = True  # include torch.autograd.gradcheck (slow and fast_mode) when torch is installed
+target = 10.0  # required ratio: torch gradcheck (slow) time / jaxcalc full check time
+settings = ("n_in", "hidden", "n_out", "batch", "repeats", "use_torch", "target")
+# -----------------------------------------------------------------------------
+for arg in sys.argv[1:]:
+    key, _, text = arg.removeprefix("--").partition("=")
+    if not arg.startswith("--") or not text or key not in settings:
+        sys.exit(f"error: expected --name=value with name one of {', '.join(settings)}; got {arg!r}")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        sys.exit(f"error: {key} takes a number, got {text!r}")
+    if type(value) is not type(globals()[key]) or (isinstance(value, int) and value < 1):
+        sys.exit(f"error: {key} takes a positive {type(globals()[key]).__name__}, got {text!r}")
+    globals()[key] = value
+
+# -----------------------------------------------------------------------------
+problem = make_problem(n_in, hidden, n_out, batch)
+m, v = machine_info(), versions()
+shape = f"{n_in}-{hidden}-{n_out}, batch {batch}"
+print(f"gradient check of a tanh MLP loss {shape}: {problem.n_params} parameters, float64")
+print(
+    f"backend {m['backend']} ({m['cpu_model']}, {m['cpu_usable']} CPUs); jax {v['jax']}, torch {v['torch']}"
+)
+
+verdicts = {}
+
+
+def keep_verdict(name, check):
+    def call():
+        verdicts[name] = check()
+        return verdicts[name]
+
+    return call
+
+
+calls = {name: keep_verdict(name, check) for name, check in checkers(problem, use_torch).items()}
+times = time_calls(calls, repeats=repeats, min_time=0.0, warmup=0, sync=lambda _: None)
+
+# -----------------------------------------------------------------------------
+full = times["jaxcalc full (per element)"].median
+width = max(len(name) for name in times)
+print(
+    f"{'checker'.ljust(width)}  {'median s':>9}  {'min s':>8}  {'max s':>8}  {'/ jaxcalc full':>14}  passed"
+)
+for name, t in times.items():
+    stats = f"{t.median:9.3f}  {t.min:8.3f}  {t.max:8.3f}  {t.median / full:14.3g}"
+    print(f"{name.ljust(width)}  {stats}  {verdicts[name]}")
+if "torch gradcheck" in times:
+    ratio = times["torch gradcheck"].median / full
+    verdict = "met" if ratio >= target else "NOT met"
+    print(f"torch gradcheck (slow) / jaxcalc full = {ratio:.3g}x (target >= {target:g}x): {verdict}")
+else:
+    print("torch not installed: no ratio to report")
