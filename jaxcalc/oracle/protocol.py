@@ -93,25 +93,22 @@ class _Session:
         return f"exited with status {rc}"
 
     def send(self, line: bytes, timeout: float) -> None:
-        """Write one line; a program that stops reading cannot block us past ``timeout``."""
-        failure: list[BaseException] = []
+        """Write one line; a program that stops reading cannot block us past ``timeout``.
+
+        A failed write (the program has exited) is not raised here: :meth:`receive` then reports
+        what the program printed or that it exited, which says more.
+        """
 
         def write() -> None:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 self.proc.stdin.write(line)
                 self.proc.stdin.flush()
-            except (OSError, ValueError) as exc:
-                failure.append(exc)
 
         writer = threading.Thread(target=write, daemon=True)
         writer.start()
         writer.join(timeout)
         if writer.is_alive():
             raise _Stall(f"did not read its input within {timeout:g} s")
-        if failure:
-            raise ReplyError(
-                f"implementation {self.exit_note()} before the request was sent{self.last_words()}"
-            )
 
     def receive(self, timeout: float) -> bytes:
         """The next non-blank stdout line, waiting at most ``timeout`` seconds."""
@@ -150,14 +147,19 @@ class Program:
     """An implementation run as a program speaking JSON Lines; restarted after any broken reply.
 
     ``hello``: the program first prints one line, ``{"ready": true}`` or ``{"fatal": "..."}``
-    (the Python worker behind ``--impl`` does, so an import error is reported before any case).
+    (the Python worker behind ``--impl`` does, so an import error is reported before any case);
+    it has ``start_timeout`` seconds for that (default max(timeout, 60): importing a framework
+    can take a while), and ``timeout`` seconds for each reply.
     """
 
-    def __init__(self, argv: Sequence[str], timeout: float, *, hello: bool = False) -> None:
+    def __init__(
+        self, argv: Sequence[str], timeout: float, *, hello: bool = False, start_timeout: float | None = None
+    ) -> None:
         if not argv:
             raise StartError("empty command")
         self.argv = list(argv)
         self.timeout = timeout
+        self.start_timeout = max(timeout, 60.0) if start_timeout is None else start_timeout
         self.hello = hello
         self.session: _Session | None = None
         self.next_id = 1
@@ -178,7 +180,7 @@ class Program:
         self.started += 1
         if self.hello:
             try:
-                greeting = json.loads(session.receive(self.timeout))
+                greeting = json.loads(session.receive(self.start_timeout))
             except ReplyError as exc:
                 session.kill()
                 raise StartError(f"implementation did not start: {exc}") from None

@@ -78,7 +78,8 @@ def impl_program(target: str, timeout: float) -> Program:
         target = str(path.resolve())
     elif not _MODULE.match(target):
         raise StartError(f"--impl {target!r}: not a module name or a path to a .py file")
-    return Program([sys.executable, "-m", "jaxcalc.oracle.worker", target], timeout, hello=True)
+    worker = Path(__file__).with_name("worker.py")
+    return Program([sys.executable, str(worker), target], timeout, hello=True)
 
 
 def request_for(case: GoldenCase, dtype: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Run a Python implementation module behind the JSON Lines protocol (what ``verify --impl`` starts).
 
-``python -m jaxcalc.oracle.worker MODULE_OR_FILE`` imports the module, prints
+``python path/to/jaxcalc/oracle/worker.py MODULE_OR_FILE`` imports the module, prints
 ``{"ready": true}`` (or ``{"fatal": "..."}`` and exits 3 if it does not import), then answers
 each request line by calling the module's function named after the case:
 ``fn(inputs: dict[str, np.ndarray], cotangent: np.ndarray) -> (value, {name: vjp})``.
@@ -26,7 +26,21 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from jaxcalc.oracle.arrays import ArrayFormatError, decode_array, encode_array
+if __package__:
+    from jaxcalc.oracle.arrays import ArrayFormatError, decode_array, encode_array
+else:
+    # Started by path (as verify does): load the sibling arrays module by file, so the worker does
+    # not import the jaxcalc package, and JAX with it, unless the implementation itself does; and
+    # put the working directory first on sys.path in place of this folder, as ``python -m`` would.
+    sys.path[0] = os.getcwd()
+    _spec = importlib.util.spec_from_file_location("_jaxcalc_arrays", Path(__file__).with_name("arrays.py"))
+    _arrays = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_arrays)
+    ArrayFormatError, decode_array, encode_array = (
+        _arrays.ArrayFormatError,
+        _arrays.decode_array,
+        _arrays.encode_array,
+    )
 
 __all__ = ["load_module", "answer", "main"]
 
@@ -44,6 +58,11 @@ def load_module(target: str) -> types.ModuleType:
         spec.loader.exec_module(module)
         return module
     return importlib.import_module(target)
+
+
+def _line(exc: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(exc).split())
 
 
 def _to_numpy(x: Any, what: str) -> np.ndarray:
@@ -72,7 +91,7 @@ def answer(module: types.ModuleType, request: Any) -> dict[str, Any]:
     try:
         result = fn(inputs, cotangent)
     except Exception as exc:
-        return {"id": rid, "error": f"{case} raised {type(exc).__name__}: {exc}"}
+        return {"id": rid, "error": f"{case} raised {type(exc).__name__}: {_line(exc)}"}
     except SystemExit as exc:
         return {"id": rid, "error": f"{case} called sys.exit({exc.code!r})"}
     try:
@@ -98,12 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     if len(argv) != 1:
-        _send(out, {"fatal": "usage: python -m jaxcalc.oracle.worker MODULE_OR_FILE"})
+        _send(out, {"fatal": "usage: worker.py MODULE_OR_FILE"})
         return 2
     try:
         module = load_module(argv[0])
     except BaseException as exc:  # noqa: BLE001 - any import failure is reported, not raised
-        _send(out, {"fatal": f"cannot import {argv[0]}: {type(exc).__name__}: {exc}"})
+        _send(out, {"fatal": f"cannot import {argv[0]}: {type(exc).__name__}: {_line(exc)}"})
         return 3
     _send(out, {"ready": True})
     for line in sys.stdin:
