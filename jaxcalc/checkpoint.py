@@ -20,7 +20,8 @@ import json
 import os
 import tempfile
 import zipfile
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import IO, Any, NamedTuple
 
 import jax
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "CheckpointError",
     "Checkpoint",
     "tree_arrays",
+    "atomic_write",
     "save",
     "load",
     "restore_tree",
@@ -60,25 +62,39 @@ def tree_arrays(name: str, tree: PyTree) -> dict[str, np.ndarray]:
     return {name + jax.tree_util.keystr(path): np.array(leaf, copy=True) for path, leaf in leaves}
 
 
-def save(path: str | os.PathLike, trees: dict[str, PyTree], meta: dict[str, Any]) -> None:
-    """Write ``trees`` (name -> pytree of arrays) and ``meta`` (JSON-able) to ``path`` atomically."""
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then os.replace it over ``path``.
+
+    A reader sees the old file or the new one, never half of one; if ``write`` raises, the
+    old file is untouched and the temporary file removed. The new file gets the usual
+    permissions (0o666 less the umask), not mkstemp's private 0o600.
+    """
     path = os.fspath(path)
-    arrays: dict[str, np.ndarray] = {}
-    for name, tree in trees.items():
-        arrays.update(tree_arrays(name, tree))
-    arrays[_META] = np.array(json.dumps({"format": FORMAT, **meta}, sort_keys=True))
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz.tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix=".tmp-", suffix="-" + os.path.basename(path), dir=os.path.dirname(os.path.abspath(path))
+    )
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def save(path: str | os.PathLike, trees: dict[str, PyTree], meta: dict[str, Any]) -> None:
+    """Write ``trees`` (name -> pytree of arrays) and ``meta`` (JSON-able) to ``path`` atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, tree in trees.items():
+        arrays.update(tree_arrays(name, tree))
+    arrays[_META] = np.array(json.dumps({"format": FORMAT, **meta}, sort_keys=True))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load(path: str | os.PathLike) -> Checkpoint:

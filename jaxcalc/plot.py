@@ -7,15 +7,14 @@ Every figure is ``FIGSIZE`` inches at ``DPI``: ``PIXELS`` = (1200, 500) pixels.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcalc.checkpoint import atomic_write
 from jaxcalc.data import MissingExtraError
 from jaxcalc.descent import classify_lr, descent
 
@@ -51,16 +50,7 @@ def new_figure() -> Any:
 
 def save_png(fig: Any, path: str | os.PathLike) -> None:
     """Write ``fig`` as a PNG of exactly PIXELS, atomically (temp file + os.replace)."""
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".plot-", suffix=".png.tmp", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
 
 
 def descent_figure(x0: float = 10.0, steps: int = 20, lrs: tuple[float, ...] = LEARNING_RATES) -> Any:

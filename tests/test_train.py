@@ -100,6 +100,9 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "run.npz"
     checkpoint.save_train_state(path, state, SMALL, [])
     before = path.read_bytes()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # ordinary permissions, not mkstemp's 0o600
 
     def broken(file, **arrays):
         file.write(b"half a file")

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import Any, TextIO
 
@@ -35,10 +34,14 @@ class _Bar:
         self.stream.write(f"\r[{bar}] {done}/{self.total} {text}\x1b[K")
         self.stream.flush()
 
-    def close(self) -> None:
+    def clear(self) -> None:
+        """Erase the bar, so that a log line can take its place."""
         if self.live:
-            self.stream.write("\n")
+            self.stream.write("\r\x1b[K")
             self.stream.flush()
+
+    def close(self) -> None:
+        self.clear()
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -108,12 +111,14 @@ def _config(args: argparse.Namespace, stored: Any) -> Any:
     return config
 
 
-def _write_json(path: str, report: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".log-", suffix=".json.tmp", dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "w") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+def _write_log(path: str, report: dict[str, Any]) -> None:
+    from jaxcalc.checkpoint import atomic_write
+
+    text = json.dumps(report, indent=1) + "\n"
+    try:
+        atomic_write(path, lambda f: f.write(text.encode()))
+    except OSError as exc:
+        raise UsageError(f"cannot write log {path!r}: {exc.strerror or exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,10 +161,6 @@ def run(args: argparse.Namespace) -> int:
     every = max(1, config.epochs // 10)
 
     def on_epoch(record: dict[str, Any]) -> None:
-        bar.show(
-            (record["epoch"] - start) * steps_per_epoch,
-            f"epoch {record['epoch']} loss {record['step_losses'][-1]:.4f}",
-        )
         if args.checkpoint:
             kept = [{k: v for k, v in r.items() if k != "state"} for r in (*history, record)]
             try:
@@ -169,15 +170,15 @@ def run(args: argparse.Namespace) -> int:
                     f"cannot write checkpoint {args.checkpoint!r}: {exc.strerror or exc}"
                 ) from None
         if record["epoch"] % every == 0 or record["epoch"] in (1, config.epochs):
-            bar.show((record["epoch"] - start) * steps_per_epoch, "")
-            if bar.live:
-                bar.stream.write("\r\x1b[K")
+            bar.clear()
             print(
                 f"epoch {record['epoch']:4d}  train loss {record['train_loss']:.4f} "
                 f"acc {100 * record['train_accuracy']:5.1f}%  test loss {record['test_loss']:.4f} "
                 f"acc {100 * record['test_accuracy']:5.1f}%",
                 flush=True,
             )
+        done = (record["epoch"] - start) * steps_per_epoch
+        bar.show(done, f"epoch {record['epoch']}/{config.epochs} loss {record['step_losses'][-1]:.4f}")
 
     t0 = time.perf_counter()
     try:
@@ -190,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     history = [*history, *logs]
     test_loss, test_acc = (float(v) for v in evaluate(state.params, data.x_test, data.y_test))
     if args.json:
-        _write_json(
+        _write_log(
             args.json,
             {
                 "command": "train",
