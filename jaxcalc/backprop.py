@@ -13,6 +13,7 @@ the dtype of the parameters sets the dtype of the computation.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Literal
 
 import jax
@@ -49,8 +50,12 @@ def _check_activation(activation: str) -> None:
 
 
 def _act(a: jax.Array, activation: str) -> jax.Array:
-    """h = relu(a) = max(a, 0) or h = tanh(a), elementwise."""
-    return jnp.maximum(a, 0) if activation == "relu" else jnp.tanh(a)
+    """h = relu(a) = max(a, 0) or h = tanh(a), elementwise.
+
+    jax.nn.relu, not jnp.maximum: its autodiff takes relu'(0) = 0 as below (maximum splits a tie
+    as 0.5), which matters where a whole layer is dead for a sample and a = b = 0 exactly.
+    """
+    return jax.nn.relu(a) if activation == "relu" else jnp.tanh(a)
 
 
 def _act_grad(a: jax.Array, h: jax.Array, activation: str) -> jax.Array:
@@ -65,19 +70,29 @@ def init_mlp(key: jax.Array, sizes: Sequence[int], dtype: jnp.dtype = jnp.float3
     """Layers for an MLP with widths ``sizes = (D, H_1, ..., K)``: len(sizes) - 1 layers.
 
     W_l ~ N(0, 2 / fan_in) (He scaling, keeps relu activations of unit order at any depth),
-    b_l = 0. ``key`` is split once per layer, so the same key always gives the same network.
+    b_l = 0. The same key always gives the same network.
     """
-    sizes = [int(s) for s in sizes]
+    sizes = tuple(int(s) for s in sizes)
     if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"sizes must hold at least two positive widths, got {sizes}")
-    keys = jax.random.split(key, len(sizes) - 1)
-    return [
-        {
-            "W": jax.random.normal(k, (fan_in, fan_out), dtype) * jnp.sqrt(jnp.asarray(2 / fan_in, dtype)),
-            "b": jnp.zeros((fan_out,), dtype),
-        }
-        for k, fan_in, fan_out in zip(keys, sizes[:-1], sizes[1:], strict=True)
-    ]
+        raise ValueError(f"sizes must hold at least two positive widths, got {list(sizes)}")
+    return _init_mlp(key, sizes, jnp.dtype(dtype))
+
+
+@partial(jax.jit, static_argnums=(1, 2))
+def _init_mlp(key: jax.Array, sizes: tuple[int, ...], dtype: jnp.dtype) -> Params:
+    """The draws of :func:`init_mlp`, compiled once per (sizes, dtype).
+
+    All weights come from one normal draw of sum(fan_in * fan_out) values, cut layer by
+    layer: one random-bits kernel however deep the network (each costs a slow compile).
+    """
+    shapes = list(zip(sizes[:-1], sizes[1:], strict=True))
+    z = jax.random.normal(key, (sum(i * o for i, o in shapes),), dtype)
+    params, start = [], 0
+    for fan_in, fan_out in shapes:
+        w = z[start : start + fan_in * fan_out].reshape(fan_in, fan_out)
+        params.append({"W": w * jnp.sqrt(jnp.asarray(2 / fan_in, dtype)), "b": jnp.zeros((fan_out,), dtype)})
+        start += fan_in * fan_out
+    return params
 
 
 def _forward_cache(
