@@ -48,7 +48,7 @@ GRADS = ("handwritten", "autodiff")
 
 
 class TrainConfig(NamedTuple):
-    """Everything that fixes a run. Defaults reach about 98% test accuracy on the digits."""
+    """Everything that fixes a run. The defaults reach 97.5% test accuracy on the digits (CPU, float32)."""
 
     hidden: tuple[int, ...] = (128,)  # hidden layer widths (relu)
     epochs: int = 100  # total epochs (a resumed run stops at the same total)

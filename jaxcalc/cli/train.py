@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="backprop training of an MLP on the digits data set",
         description="Train an MLP on scikit-learn's digits (fixed split) with Adam, one compiled call "
-        "per epoch. The last line reads 'test accuracy: 97.8%%'.",
+        "per epoch. The last line reads like 'test accuracy: 97.5%%'.",
     )
     p.add_argument("--grad", choices=("handwritten", "autodiff"), default="handwritten", help="backward pass")
     p.add_argument("--epochs", type=int, help="total epochs (default 100; a resumed run counts its old ones)")
@@ -147,6 +147,10 @@ def run(args: argparse.Namespace) -> int:
         devices = list(data_mesh(config.devices).devices.flat)
     except DeviceCountError as exc:
         raise UsageError(str(exc)) from None
+    if config.batch_size % config.devices:
+        raise UsageError(
+            f"--batch-size {config.batch_size} does not split evenly over {config.devices} devices"
+        )
     sizes = "-".join(map(str, model_sizes(config, data.n_features, data.n_classes)))
     print(
         f"MLP {sizes} on digits ({len(data.y_train)} train / {len(data.y_test)} test), "
