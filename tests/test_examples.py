@@ -1,14 +1,21 @@
 """The example implementations in examples/ against the oracle.
 
-(a) in process: every registered case, value and VJP of numpy_impl and torch_impl vs the case's
-    forward and jax.vjp in float64 (torch also in float32), on the case's own sample and probes;
-(b) end to end: one golden export per session, then ``jaxcalc verify`` on each example;
-(c) planted bugs: a copy of an example with one bug must fail verify on exactly that case.
+(a) in process: every registered case, value and VJP of each example (NumPy, PyTorch, Node.js over
+    JSON Lines, HIPS autograd, micrograd) vs the case's forward and jax.vjp in float64, on the
+    case's own sample() and probes(); NumPy and PyTorch also in float32;
+(b) end to end: one golden export per session, then ``jaxcalc verify`` on each example, all passing
+    (the whole catalogue under ``-m slow``);
+(c) planted bugs: a copy of an example with one bug must make verify fail on that very case.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
+import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from types import ModuleType
 
@@ -16,8 +23,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcalc.cases import REGISTRY, Case
+from jaxcalc.cases import REGISTRY, Case, get_case
+from jaxcalc.cli import main
 from jaxcalc.numerics import compare, reference_mode
+from jaxcalc.oracle.arrays import decode_array, encode_array
+from jaxcalc.oracle.export import export_golden
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -25,6 +35,13 @@ CASES = tuple(REGISTRY.values())
 IDS = tuple(REGISTRY)
 EXACT_F64 = 1e-10
 LOOSE_F32 = 1e-4
+NODE = shutil.which("node")
+NODE_CMD = f"node {shlex.quote(str(EXAMPLES / 'node' / 'impl.js'))}"
+# The golden set of the default end-to-end run: the seed, and every case a planted bug targets.
+E2E_CASES = (
+    "square", "poly_xy", "chain_affine_square", "descent_square", "softmax",
+    "softmax_cross_entropy", "linear", "embedding", "causal_self_attention",
+)  # fmt: skip
 
 
 def _load(path: Path, name: str) -> ModuleType:
@@ -43,6 +60,58 @@ def numpy_impl() -> ModuleType:
 def torch_impl() -> ModuleType:
     pytest.importorskip("torch", reason="torch is not installed; the PyTorch example needs it")
     return _load(EXAMPLES / "torch_impl.py", "jaxcalc_example_torch_impl")
+
+
+@pytest.fixture(scope="module")
+def autograd_impl() -> ModuleType:
+    pytest.importorskip("autograd", reason="HIPS autograd is not installed (pip install autograd)")
+    return _load(EXAMPLES / "autograd_impl.py", "jaxcalc_example_autograd_impl")
+
+
+@pytest.fixture(scope="module")
+def micrograd_impl() -> ModuleType:
+    pytest.importorskip("micrograd", reason="micrograd is not installed (pip install micrograd)")
+    return _load(EXAMPLES / "micrograd_impl.py", "jaxcalc_example_micrograd_impl")
+
+
+class _NodeImpl:
+    """examples/node/impl.js behind its JSON Lines protocol, as a callable per case."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [NODE, str(EXAMPLES / "node" / "impl.js")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.next_id = 0
+
+    def ask(self, case: str, inputs: dict[str, np.ndarray], ct: np.ndarray) -> dict:
+        self.next_id += 1
+        request = {
+            "id": self.next_id,
+            "case": case,
+            "inputs": {k: encode_array(a) for k, a in inputs.items()},
+            "cotangent": encode_array(ct),
+        }
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self.proc.stdout.readline())
+        assert reply["id"] == self.next_id
+        return reply
+
+    def close(self) -> int:
+        self.proc.stdin.close()
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def node_impl():
+    if NODE is None:
+        pytest.skip("node is not on PATH; the Node.js example needs it")
+    impl = _NodeImpl()
+    yield impl
+    assert impl.close() == 0, "node exited with an error once stdin closed"
 
 
 def _reference(case: Case, inputs: dict[str, np.ndarray], ct: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -77,9 +146,14 @@ def _inputs_and_reference(case: Case) -> tuple:
 def _check_against_reference(impl: ModuleType, case: Case, dtype: str, tol: float) -> None:
     fn = getattr(impl, case.name, None)
     assert callable(fn), f"{impl.__name__} lacks a function for registered case {case.name!r}"
-    inputs64, ct64, ref_value, ref_vjp = _inputs_and_reference(case)
+    inputs64, ct64, _, _ = _inputs_and_reference(case)
     inputs = {k: (v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v) for k, v in inputs64.items()}
-    value, vjp = fn(inputs, ct64.astype(dtype))
+    _check_result(case, *fn(inputs, ct64.astype(dtype)), dtype, tol)
+
+
+def _check_result(case: Case, value: np.ndarray, vjp: dict, dtype: str, tol: float) -> None:
+    """value and vjp, computed in ``dtype``, against the float64 reference within ``tol``."""
+    _, _, ref_value, ref_vjp = _inputs_and_reference(case)
     value = np.asarray(value)
     assert value.dtype == np.dtype(dtype), f"{case.name}: value computed in {value.dtype}, expected {dtype}"
     err = compare(value, ref_value)
@@ -118,3 +192,195 @@ def test_torch_impl_matches_autodiff(torch_impl: ModuleType, case: Case) -> None
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_torch_impl_float32_matches_autodiff(torch_impl: ModuleType, case: Case) -> None:
     _check_against_reference(torch_impl, case, "float32", LOOSE_F32)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_node_impl_matches_autodiff(node_impl: _NodeImpl, case: Case) -> None:
+    inputs, ct, _, _ = _inputs_and_reference(case)
+    reply = node_impl.ask(case.name, inputs, ct)
+    if reply.get("error") == "unsupported":
+        pytest.skip(f"examples/node/impl.js does not implement {case.name}")
+    assert "error" not in reply, reply["error"]
+    vjp = {k: decode_array(a) for k, a in reply["vjp"].items()}
+    _check_result(case, decode_array(reply["value"]), vjp, "float64", EXACT_F64)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_autograd_impl_matches_autodiff(autograd_impl: ModuleType, case: Case) -> None:
+    if not hasattr(autograd_impl, case.name):
+        pytest.skip(f"examples/autograd_impl.py does not implement {case.name}")
+    _check_against_reference(autograd_impl, case, "float64", EXACT_F64)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_micrograd_impl_matches_autodiff(micrograd_impl: ModuleType, case: Case) -> None:
+    if not hasattr(micrograd_impl, case.name):
+        pytest.skip(f"micrograd has no operations for {case.name}")
+    _check_against_reference(micrograd_impl, case, "float64", EXACT_F64)
+
+
+def test_micrograd_covers_the_seed(micrograd_impl: ModuleType) -> None:
+    assert {"square", "poly_xy", "chain_affine_square"} <= set(micrograd_impl.__all__)
+
+
+# ----------------------------------------------------------------------------- (b) end to end
+
+
+def _export(dest: Path, names: tuple[str, ...]) -> Path:
+    export_golden(dest, [get_case(n) for n in names])
+    return dest
+
+
+@pytest.fixture(scope="session")
+def golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The golden set of E2E_CASES, exported once per test session."""
+    return _export(tmp_path_factory.mktemp("examples") / "golden", E2E_CASES)
+
+
+def _verify(
+    golden: Path, args: list[str], capsys: pytest.CaptureFixture, tmp_path: Path
+) -> tuple[int, str, dict]:
+    """Run ``jaxcalc verify GOLDEN ARGS``; returns its exit status, printed table and JSON report."""
+    report = tmp_path / "report.json"
+    capsys.readouterr()
+    rc = main(["verify", str(golden), *args, "--json", str(report)])
+    out = capsys.readouterr().out
+    return rc, out, json.loads(report.read_text()) if report.exists() else {}
+
+
+def _impl_args(which: str) -> list[str]:
+    if which.startswith("torch"):
+        pytest.importorskip("torch", reason="torch is not installed; the PyTorch example needs it")
+    if which == "node" and NODE is None:
+        pytest.skip("node is not on PATH; the Node.js example needs it")
+    return {
+        "numpy": ["--impl", str(EXAMPLES / "numpy_impl.py")],
+        "numpy-float32": ["--impl", str(EXAMPLES / "numpy_impl.py"), "--dtype", "float32"],
+        "torch": ["--impl", str(EXAMPLES / "torch_impl.py")],
+        "torch-float32": ["--impl", str(EXAMPLES / "torch_impl.py"), "--dtype", "float32"],
+        "node": ["--cmd", NODE_CMD],
+    }[which]
+
+
+IMPLS = ("numpy", "torch", "torch-float32", "node")
+
+
+@pytest.mark.parametrize("which", IMPLS)
+def test_verify_passes(golden: Path, which: str, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    rc, out, report = _verify(golden, _impl_args(which), capsys, tmp_path)
+    assert rc == 0, out
+    assert out.rstrip().splitlines()[-1] == f"{len(E2E_CASES)} passed, 0 failed, 0 skipped", out
+    assert [c["case"] for c in report["cases"]] == list(E2E_CASES)
+    assert all(c["verdict"] == "pass" for c in report["cases"])
+
+
+@pytest.fixture(scope="session")
+def full_golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The golden set of the whole registered catalogue (slow: only for ``-m slow``)."""
+    return _export(tmp_path_factory.mktemp("examples-full") / "golden", tuple(REGISTRY))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", (*IMPLS, "numpy-float32"))
+def test_verify_passes_on_the_whole_catalogue(
+    full_golden: Path, which: str, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    rc, out, report = _verify(full_golden, _impl_args(which), capsys, tmp_path)
+    assert rc == 0, out
+    assert out.rstrip().splitlines()[-1] == f"{len(REGISTRY)} passed, 0 failed, 0 skipped", out
+
+
+# ----------------------------------------------------------------------------- (c) planted bugs
+# (id, example file, text, replacement, case that must fail, the quantity to blame, extra verify args)
+
+PLANTS = (
+    (
+        "softmax-backward-missing-term",
+        "numpy_impl.py",
+        "return y * (dy - np.sum(dy * y, axis=-1, keepdims=True))",
+        "return y * dy",
+        "softmax",
+        "vjp x",
+        [],
+    ),
+    (
+        "linear-weight-gradient-transposed",
+        "node/impl.js",
+        "matmul(transpose(x), dy), sumRows(dy)",
+        "transpose(matmul(transpose(x), dy)), sumRows(dy)",
+        "linear",
+        "vjp W",
+        [],
+    ),
+    (
+        "embedding-ids-assigned-not-accumulated",
+        "numpy_impl.py",
+        "np.add.at(dtable, ids, cotangent)",
+        "dtable[ids] = cotangent",
+        "embedding",
+        "vjp table",
+        [],
+    ),
+    (
+        "gradient-scaled-by-1.001",
+        "numpy_impl.py",
+        "return (c * d / n,)",
+        "return (c * d / n * 1.001,)",
+        "softmax_cross_entropy",
+        "vjp logits",
+        [],
+    ),
+    (
+        "causal-mask-off-by-one",
+        "numpy_impl.py",
+        "np.tril(np.ones(s.shape, dtype=bool))",
+        "np.tril(np.ones(s.shape, dtype=bool), 1)",
+        "causal_self_attention",
+        "value",
+        [],
+    ),
+    (
+        "float32-gradient-scaled-by-1.001",
+        "torch_impl.py",
+        "grad_outputs=ct,",
+        "grad_outputs=ct * 1.001,",
+        "softmax_cross_entropy",
+        "vjp logits",
+        ["--dtype", "float32"],
+    ),
+)
+
+
+def _plant(tmp_path: Path, example: str, old: str, new: str) -> list[str]:
+    """Copy ``example`` to tmp_path with ``old`` replaced by ``new``; returns verify's --impl/--cmd args."""
+    source = (EXAMPLES / example).read_text()
+    assert source.count(old) == 1, f"{example} no longer contains {old!r} exactly once"
+    dest = tmp_path / Path(example).name
+    dest.write_text(source.replace(old, new))
+    if example.endswith(".js"):
+        return ["--cmd", f"node {shlex.quote(str(dest))}"]
+    return ["--impl", str(dest)]
+
+
+@pytest.mark.parametrize("plant", PLANTS, ids=[p[0] for p in PLANTS])
+def test_planted_bug_fails_on_its_case(
+    golden: Path, plant: tuple, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    _, example, old, new, target, blamed, extra = plant
+    if example.startswith("torch"):
+        pytest.importorskip("torch", reason="torch is not installed; the PyTorch example needs it")
+    if example.endswith(".js") and NODE is None:
+        pytest.skip("node is not on PATH; the Node.js example needs it")
+    control = "square"
+    args = [*_plant(tmp_path, example, old, new), *extra, "--cases", target, control]
+    rc, out, report = _verify(golden, args, capsys, tmp_path)
+    assert rc == 1, out
+    assert re.search(rf"^{target}\s+FAIL\b", out, re.MULTILINE), out
+    verdicts = {c["case"]: c for c in report["cases"]}
+    failed = verdicts[target]
+    assert failed["verdict"] == "FAIL"
+    blamed_names = [q["name"] for q in failed["quantities"] if not q["passed"]]
+    assert blamed in blamed_names or blamed in failed["message"], failed
+    if "grad_outputs" not in old:  # a bug local to one case leaves the control passing
+        assert verdicts[control]["verdict"] == "pass", out
+        assert re.search(rf"^{control}\s+pass\b", out, re.MULTILINE), out
