@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxcalc.checks import Report, check_case
+    from jaxcalc.checks import Report, check_cases
     from jaxcalc.cli._common import backend_info, select_cases, write_json
 
     cases = select_cases(args.names)
@@ -39,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"# backend {info['backend']} ({info['device']}), dtype {args.dtype}, {len(cases)} cases", file=out)
     report = Report(())
     start = time.perf_counter()
-    for case in cases:
-        rep = check_case(case, dtype=args.dtype, mode="fast" if args.fast else "full")
+    for _case, rep in check_cases(cases, dtype=args.dtype, mode="fast" if args.fast else "full"):
         report = report + rep
         for r in rep.results:
             if not args.failures_only or not r.passed:

@@ -1,0 +1,260 @@
+"""The checker: every catalogue case passes every check, and planted bugs are caught and located."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcalc.cases import REGISTRY, get_case
+from jaxcalc.cases.attention import self_attention_vjp
+from jaxcalc.cases.layers import LAYERNORM_EPS, _normalize, _sum_leading
+from jaxcalc.cases.softmax import softmax
+from jaxcalc.checks import CHECKS, check_case, check_cases, check_function
+from jaxcalc.numerics import reference_mode
+from jaxcalc.testing import assert_grads
+
+CASES = list(REGISTRY.values())
+
+
+def _by_check(report):
+    return {r.check: r for r in report.results}
+
+
+@functools.cache
+def _catalogue_reports() -> dict:
+    """Every case checked once in float64 (cases overlap their compilation across threads)."""
+    return {case.name: report for case, report in check_cases(CASES, dtype="float64")}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case_passes_every_check_float64(case):
+    report = _catalogue_reports()[case.name]
+    assert report.passed, report.format()
+    checks = _by_check(report)
+    # The core witnesses always run; handwritten VJP vs autodiff at 1e-10, FD at 1e-6.
+    for name in ("vjp", "fd_jvp", "jacobian_fd", "jacobian_modes", "vjp_fd", "dot_identity"):
+        assert name in checks, f"{case.name}: check {name} did not run"
+    assert checks["vjp"].tol == 1e-10 and checks["vjp"].error <= 1e-10
+    assert checks["jacobian_fd"].tol == 1e-6
+    assert all(r.status == "pass" for r in report.results), report.format()
+    if case.chain is not None:
+        assert {"chain_forward", "chain_reverse"} <= checks.keys()
+    if case.output_shape() == ():
+        assert {"hvp", "hessian_symmetry"} <= checks.keys()
+    assert set(checks) <= set(CHECKS)
+
+
+def test_catalogue_holds_the_design_names():
+    required = [
+        "square",
+        "poly_xy",
+        "chain_affine_square",
+        "descent_square",
+        "exp_sin",
+        "rosenbrock",
+        "quadratic_form",
+        "least_squares",
+        "logistic_regression",
+        "sigmoid",
+        "tanh",
+        "relu",
+        "leaky_relu",
+        "softplus",
+        "silu",
+        "gelu_tanh",
+        "gelu_erf",
+        "softmax",
+        "log_softmax",
+        "logsumexp",
+        "softmax_cross_entropy",
+        "mse",
+        "kl_divergence",
+        "layernorm",
+        "rmsnorm",
+        "linear",
+        "embedding",
+        "mlp",
+        "attention",
+        "causal_self_attention",
+        "transformer_block",
+        "adam_step",
+    ]
+    assert set(required) <= set(REGISTRY)
+
+
+# ----------------------------------------------------------------------------- planted bugs
+
+
+def _planted(name: str, vjp) -> dict:
+    """Check ``name`` with its handwritten VJP replaced by ``vjp``; return results by check."""
+    case = dataclasses.replace(get_case(name), vjp=vjp, jvp=None)
+    report = check_case(case)
+    assert not report.passed, f"planted bug in {name} was not caught:\n{report.format()}"
+    return _by_check(report)
+
+
+def _worst(a, b) -> tuple[int, ...]:
+    d = np.abs(np.asarray(a) - np.asarray(b))
+    return tuple(int(i) for i in np.unravel_index(np.argmax(d), d.shape))
+
+
+def _index(where: str) -> tuple[int, ...]:
+    inner = where[where.index("[") + 1 : where.index("]")]
+    return tuple(int(i) for i in inner.split(",")) if inner else ()
+
+
+def _truth(name: str):
+    case = get_case(name)
+    with reference_mode("float64"):
+        p = tuple(jnp.asarray(v) for v in case.sample().values())
+        ct, _ = case.probes()
+        return case, p, jnp.asarray(ct)
+
+
+def test_softmax_backward_missing_term_is_caught():
+    def bad(p, ct):  # drops the - y <ct, y> term
+        return (softmax(p[0]) * ct,)
+
+    res = _planted("softmax", bad)
+    r = res["vjp"]
+    assert (r.case, r.check, r.status, r.a_label, r.b_label) == (
+        "softmax",
+        "vjp",
+        "FAIL",
+        "handwritten",
+        "autodiff",
+    )
+    case, p, ct = _truth("softmax")
+    with reference_mode("float64"):
+        good = case.vjp(p, ct)[0]
+        wrong = bad(p, ct)[0]
+    assert r.where.startswith("dx[") and _index(r.where) == _worst(wrong, good)
+    assert r.a_value == pytest.approx(float(wrong[_index(r.where)]))
+    assert r.b_value == pytest.approx(float(good[_index(r.where)]))
+    assert res["vjp_fd"].status == "FAIL" and res["dot_identity"].status == "FAIL"
+
+
+def test_layernorm_backward_missing_term_is_caught():
+    def bad(p, ct):  # forgets the xhat * mean(g xhat) term of dx
+        x, gamma, _ = p
+        xhat, rstd = _normalize(x, LAYERNORM_EPS)
+        g = ct * gamma
+        dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True))
+        return dx, _sum_leading(ct * xhat, 1), _sum_leading(ct, 1)
+
+    res = _planted("layernorm", bad)
+    assert res["vjp"].status == "FAIL" and res["vjp"].where.startswith("dx[")
+    # dgamma and dbeta are right: the worst element is in dx, never in them.
+    case, p, ct = _truth("layernorm")
+    with reference_mode("float64"):
+        assert _index(res["vjp"].where) == _worst(bad(p, ct)[0], case.vjp(p, ct)[0])
+
+
+def test_transposed_weight_gradient_is_caught():
+    case = get_case("linear")
+
+    def bad(p, ct):
+        dx, dW, db = case.vjp(p, ct)
+        return dx, dW.T, db
+
+    res = _planted("linear", bad)
+    assert res["vjp"].status == "FAIL" and res["vjp"].where.startswith("dW shape (5, 3) != (3, 5)")
+
+
+def test_embedding_assigned_instead_of_accumulated_is_caught():
+    def bad(p, ct):  # last write wins: repeated ids lose all but one contribution
+        ids, table = p
+        return (jnp.zeros_like(table).at[ids].set(ct),)
+
+    res = _planted("embedding", bad)
+    r = res["vjp"]
+    assert r.status == "FAIL" and r.where.startswith("dtable[")
+    _, p, _ = _truth("embedding")
+    ids = np.asarray(p[0])
+    row = _index(r.where)[0]
+    assert np.sum(ids == row) > 1, "the worst element must sit on a repeated id"
+
+
+def test_causal_mask_off_by_one_is_caught():
+    def bad(p, ct):  # the backward lets position i see i + 1
+        x = p[0]
+        t = x.shape[-2]
+        mask = jnp.tril(jnp.ones((t, t), dtype=bool), k=1)
+        return self_attention_vjp(*p, mask, ct, 2)
+
+    res = _planted("causal_self_attention", bad)
+    assert res["vjp"].status == "FAIL" and res["vjp"].case == "causal_self_attention"
+
+
+@pytest.mark.parametrize("name", ["softmax", "mlp", "rosenbrock"])
+def test_gradient_scaled_by_1_001_is_caught(name):
+    case = get_case(name)
+
+    def bad(p, ct):
+        return tuple(1.001 * g for g in case.vjp(p, ct))
+
+    res = _planted(name, bad)
+    r = res["vjp"]
+    assert r.status == "FAIL" and 5e-4 < r.error < 2e-3
+    # The worst element of a uniformly scaled gradient is its largest element.
+    _, p, ct = _truth(name)
+    with reference_mode("float64"):
+        good = case.vjp(p, ct)
+    # Error is normwise per input, so each input's worst element is its largest one.
+    named = r.where[1 : r.where.index("[")]
+    g = np.asarray(good[case.diff_names.index(named)])
+    assert _index(r.where) == tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(g)), g.shape))
+
+
+# ----------------------------------------------------------------------------- user functions
+
+
+def test_check_function_on_user_function_and_assert_grads():
+    def f(W, x):
+        return jnp.sum(jnp.tanh(x @ W) ** 2)
+
+    def grad(W, x):
+        h = jnp.tanh(x @ W)
+        d = 2 * h * (1 - h**2)
+        return x.T @ d, d @ W.T
+
+    W = np.linspace(-1, 1, 12).reshape(3, 4)
+    x = np.linspace(-2, 1, 15).reshape(5, 3)
+    report = assert_grads(f, (W, x), grad)
+    assert report.passed and {"vjp", "hvp", "hessian_symmetry"} <= _by_check(report).keys()
+
+    def wrong(W, x):
+        gW, gx = grad(W, x)
+        return gW.at[2, 1].add(1e-3), gx
+
+    with pytest.raises(AssertionError, match=r"vjp .*FAIL.*handwritten vs autodiff at darg0\[2, 1\]"):
+        assert_grads(f, (W, x), wrong)
+
+
+def test_kink_is_reported_as_kink_not_wrong_gradient():
+    x = np.array([0.0, 1.0, -0.5])  # relu at exactly 0: left and right slopes differ
+    report = check_function(
+        lambda v: jax.nn.relu(v) * 3.0, (x,), vjp_fn=lambda p, ct: (ct * 3.0 * (p[0] > 0),)
+    )
+    statuses = {r.check: r.status for r in report.results}
+    assert statuses["fd_jvp"] == "kink" and statuses["jacobian_fd"] == "kink"
+    assert report.passed  # a kink is not a failure of the gradient
+
+
+def test_fast_mode_skips_full_jacobian():
+    report = check_case(get_case("mlp"), mode="fast")
+    checks = _by_check(report)
+    assert "jacobian_fd" not in checks and {"vjp", "fd_jvp", "dot_identity", "hvp"} <= checks.keys()
+    assert report.passed
+
+
+def test_float32_checks_pass_with_float32_tolerances():
+    for name in ("softmax", "layernorm", "transformer_block"):
+        report = check_case(get_case(name), dtype="float32")
+        assert report.passed, report.format()
+        assert _by_check(report)["vjp"].tol > 1e-6
