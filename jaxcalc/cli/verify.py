@@ -55,10 +55,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--cases", nargs="+", metavar="NAME", help="verify only these cases (default: all)")
     p.add_argument(
-        "--json", metavar="REPORT", help="also write the report as JSON to REPORT ('-': stdout only)"
+        "--json",
+        metavar="REPORT",
+        help="also write the report as JSON to REPORT ('-': print only the JSON, no table)",
     )
     p.add_argument(
-        "--timeout", type=_timeout, default=60.0, help="seconds to wait for each reply (default 60)"
+        "--timeout",
+        type=_timeout,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds to wait for each reply (default 60); a stall fails that case",
     )
     p.set_defaults(func=run)
 

@@ -196,8 +196,9 @@ def export_golden(
     ``progress`` is called with each case's Reference as it is written.
     """
     dest = Path(os.path.abspath(dest))
+    if dest.parent.is_dir():
+        _clean_stale(dest)  # first: it may put back a previous set a killed export had moved aside
     _check_destination(dest, force)
-    _clean_stale(dest)
     pause = float(os.environ.get(_PAUSE_ENV, "0") or 0)
     # mkdir (not mkdtemp, which makes it 0700) so the set gets the usual permissions.
     tmp = dest.with_name(f".{dest.name}.export-{os.getpid()}-{secrets.token_hex(4)}")
