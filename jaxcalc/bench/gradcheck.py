@@ -70,7 +70,7 @@ def _torch_function(p: Problem) -> tuple[Callable[..., Any], tuple[Any, ...]]:
     import torch
     import torch.nn.functional as F
 
-    xt, yt = torch.from_numpy(p.x), torch.from_numpy(p.labels).long()
+    xt, yt = torch.from_numpy(p.x.copy()), torch.from_numpy(p.labels.copy()).long()
 
     def f(W1, b1, W2, b2):
         return F.cross_entropy(torch.tanh(xt @ W1 + b1) @ W2 + b2, yt)

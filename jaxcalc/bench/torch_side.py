@@ -42,7 +42,7 @@ def _sgd_builder(
         return loss
 
     saved = [p.detach().clone() for p in params]
-    loss = float(step())
+    loss = float(step().detach())
     first = (loss, [p.detach().float().numpy().copy() for p in params])
     with torch.no_grad():
         for p, s in zip(params, saved, strict=True):
