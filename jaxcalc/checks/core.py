@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +33,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jaxcalc import fd
+from jaxcalc.checks.report import CheckResult, Report
+from jaxcalc.checks.witnesses import Context, witnesses
 from jaxcalc.numerics import compare, reference_mode, tolerance
 
-__all__ = ["CheckResult", "Report", "check_case", "check_cases", "check_function", "CHECKS", "run_checks"]
+__all__ = ["CHECKS", "check_case", "check_cases", "check_function", "run_checks"]
 
 CHECKS = (
     "vjp",
@@ -51,72 +53,8 @@ CHECKS = (
     "hessian_symmetry",
 )
 
-# Largest Jacobian (output size x total input size) computed in full, per element.
-MAX_JACOBIAN = 4_000_000
-# Largest flattened input for which the full Hessian is formed.
-MAX_HESSIAN = 2_000
 # One-sided differences disagreeing by more than this (relative) mark a kink.
 KINK_RATIO = 0.05
-
-
-class CheckResult(NamedTuple):
-    """One comparison: ``a`` (labelled ``a_label``) against reference ``b`` (``b_label``)."""
-
-    case: str
-    check: str
-    a_label: str
-    b_label: str
-    error: float
-    tol: float
-    where: str
-    a_value: float
-    b_value: float
-    status: str  # "pass", "FAIL" or "kink"
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "pass"
-
-    def line(self) -> str:
-        """One row: case, check, sides, error vs tolerance, worst element and both values."""
-        return (
-            f"{self.case:<24} {self.check:<17} {self.status:<5} err {self.error:9.2e} (tol {self.tol:.0e})"
-            f"  {self.a_label} vs {self.b_label} at {self.where}:"
-            f" {self.a_value:.10g} vs {self.b_value:.10g}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return self._asdict()
-
-
-class Report(NamedTuple):
-    """All check results of one or more cases."""
-
-    results: tuple[CheckResult, ...]
-
-    @property
-    def passed(self) -> bool:
-        return all(r.status != "FAIL" for r in self.results)
-
-    @property
-    def failures(self) -> tuple[CheckResult, ...]:
-        return tuple(r for r in self.results if r.status == "FAIL")
-
-    def counts(self) -> dict[str, int]:
-        return {s: sum(r.status == s for r in self.results) for s in ("pass", "FAIL", "kink")}
-
-    def summary(self) -> str:
-        """The closing line ``N passed, M failed`` (with ``, K kinks`` when there are any)."""
-        c = self.counts()
-        line = f"{c['pass']} passed, {c['FAIL']} failed"
-        return line + (f", {c['kink']} kinks" if c["kink"] else "")
-
-    def format(self) -> str:
-        return "\n".join([r.line() for r in self.results] + [self.summary()])
-
-    def __add__(self, other: Report) -> Report:  # type: ignore[override]
-        return Report(self.results + other.results)
-
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -145,48 +83,21 @@ def _compare_named(
     return worst
 
 
-class _Ctx(NamedTuple):
-    """Everything the individual checks need, prepared once per function."""
-
-    name: str
-    forward: Callable[..., jax.Array]
-    primals: tuple[jax.Array, ...]
-    diff_idx: tuple[int, ...]
-    names: tuple[str, ...]
-    ct: jax.Array
-    tangents: tuple[jax.Array, ...]
-    dtype: np.dtype
-
-    def with_diff(self, diff: Sequence[jax.Array]) -> tuple[jax.Array, ...]:
-        args = list(self.primals)
-        for i, a in zip(self.diff_idx, diff, strict=True):
-            args[i] = a
-        return tuple(args)
-
-    def f_diff(self, *diff: jax.Array) -> jax.Array:
-        """F as a function of the differentiable inputs only."""
-        return self.forward(*self.with_diff(diff))
-
-    @property
-    def diff(self) -> tuple[jax.Array, ...]:
-        return tuple(self.primals[i] for i in self.diff_idx)
-
-
-def _result(ctx: _Ctx, check: str, a_label: str, b_label: str, worst, kind: str) -> CheckResult:
+def _result(ctx: Context, check: str, a_label: str, b_label: str, worst, kind: str) -> CheckResult:
     err, where, av, bv = worst
     tol = tolerance(ctx.dtype, kind)
     status = "pass" if err <= tol else "FAIL"
     return CheckResult(ctx.name, check, a_label, b_label, float(err), tol, where, av, bv, status)
 
 
-def _kink(ctx: _Ctx, tangents: tuple[jax.Array, ...]) -> bool:
+def _kink(ctx: Context, tangents: tuple[jax.Array, ...]) -> bool:
     """True when left and right differences along ``tangents`` disagree: the point is a kink."""
     left, right = fd.one_sided(ctx.f_diff, ctx.diff, tangents)
     scale = max(float(jnp.max(jnp.abs(left))), float(jnp.max(jnp.abs(right))), 1e-300)
     return float(jnp.max(jnp.abs(left - right))) / scale > KINK_RATIO
 
 
-def _unflatten_columns(jac: jax.Array, ctx: _Ctx, out_shape: tuple[int, ...]) -> list[jax.Array]:
+def _unflatten_columns(jac: jax.Array, ctx: Context, out_shape: tuple[int, ...]) -> list[jax.Array]:
     """Split a (*out, n_total) Jacobian into one (*out, *in_shape) block per diff input."""
     blocks, start = [], 0
     for x in ctx.diff:
@@ -227,7 +138,7 @@ def run_checks(
             jnp.asarray(p, dtype) if jnp.issubdtype(jnp.asarray(p).dtype, jnp.floating) else jnp.asarray(p)
             for p in primals
         )
-        ctx = _Ctx(
+        ctx = Context(
             name,
             forward,
             prim,
@@ -240,70 +151,8 @@ def run_checks(
         return Report(tuple(_checks(ctx, vjp, jvp, chain, mode)))
 
 
-def _witnesses(ctx: _Ctx, vjp, jvp, chain, mode: str) -> dict[str, Any]:
-    """Every derivative the checks compare, computed in ONE jitted call (compiled once per case).
-
-    Eager evaluation would compile each primitive separately; fusing all witnesses into one
-    program keeps checking the whole catalogue to seconds.
-    """
-    from jaxcalc.chain import chain_rule_product
-
-    out = jax.eval_shape(ctx.f_diff, *ctx.diff)
-    flat, unravel = ravel_pytree(ctx.diff)
-    full = mode == "full" and flat.size * max(out.size, 1) <= MAX_JACOBIAN
-    scalar = out.ndim == 0
-
-    def compute(primals, ct, tangents):
-        c = ctx._replace(primals=primals, ct=ct, tangents=tangents)
-        diff = c.diff
-        v, _ = ravel_pytree(diff)
-        w: dict[str, Any] = {}
-        _, pull = jax.vjp(c.f_diff, *diff)
-        w["ad_vjp"] = pull(ct)
-        if vjp is not None:
-            w["hw_vjp"] = tuple(vjp(primals, ct))
-        w["ad_jvp"] = jax.jvp(c.f_diff, diff, tangents)[1]
-        if jvp is not None:
-            w["hw_jvp"] = jvp(primals, tangents)
-        w["fd_jvp"] = fd.directional(c.f_diff, diff, tangents)
-
-        def f_flat(u):
-            return c.f_diff(*unravel(u))
-
-        if full:
-            w["jrev"] = jax.jacrev(f_flat)(v)
-            w["jfwd"] = jax.jacfwd(f_flat)(v)
-            typ, _ = ravel_pytree(tuple(fd.typical_scale(d) for d in diff))
-            w["jfd"] = fd.jacobian(f_flat, (v,), scale=typ)
-        if chain is not None:
-            k = c.diff_idx[0]
-            outer, inner = chain(primals)
-            w["chain_value"] = outer(inner(primals[k]))
-            w["value"] = c.forward(*primals)
-            for m in ("forward", "reverse"):
-                w[f"chain_{m}"] = chain_rule_product(outer, inner, primals[k], mode=m)
-        if scalar:
-            grad = jax.grad(f_flat)
-            t, _ = ravel_pytree(tangents)
-            w["hvp"] = jax.jvp(grad, (v,), (t,))[1]
-            grads = jax.grad(c.f_diff, argnums=tuple(range(len(diff))))
-            w["hvp_fd"] = fd.directional(lambda *d: ravel_pytree(grads(*d))[0], diff, tangents)
-            if mode == "full" and v.size <= MAX_HESSIAN:
-                w["hessian"] = jax.hessian(f_flat)(v)
-            else:
-                u = jnp.roll(t, 1) * jnp.linspace(0.5, 1.5, t.size, dtype=t.dtype)
-                w["sym"] = (
-                    jnp.vdot(u, w["hvp"]),
-                    jnp.vdot(t, jax.jvp(grad, (v,), (u,))[1]),
-                    jnp.sum(jnp.abs(u * w["hvp"])),
-                )
-        return w
-
-    return jax.device_get(jax.jit(compute)(ctx.primals, ctx.ct, ctx.tangents))
-
-
-def _checks(ctx: _Ctx, vjp, jvp, chain, mode: str):
-    w = _witnesses(ctx, vjp, jvp, chain, mode)
+def _checks(ctx: Context, vjp, jvp, chain, mode: str):
+    w = witnesses(ctx, vjp, jvp, chain, mode)
     ad_vjp, hw_vjp = w["ad_vjp"], w.get("hw_vjp")
     dnames = tuple(f"d{n}" for n in ctx.names)
     flat, unravel = ravel_pytree(ctx.diff)
