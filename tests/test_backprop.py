@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -212,3 +215,17 @@ def test_relu_tie_at_zero_matches_autodiff():
         assert bool(jnp.all(a2[0] == 0))
         (_, grads), (_, ref) = both_ways(params, batch)
         assert rel_err(grads, ref) <= 1e-12
+
+
+def test_walkthrough_script_shows_the_loss_falling(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "backprop_walkthrough.py"
+    argv = [sys.executable, str(script), "--steps=60", "--log_every=30", "--hidden=8"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.startswith(f"backend: {jax.default_backend()}, device: ")
+    assert "DISAGREE" not in out and out.count("agree") >= 8  # 6 tensors in the walk, 2 during training
+    losses = [
+        float(line.split("loss ")[1].split(",")[0]) for line in out.splitlines() if line.startswith("step ")
+    ]
+    assert len(losses) == 2 and losses[-1] < losses[0] < float(np.log(3))

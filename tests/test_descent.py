@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -199,3 +200,19 @@ def test_bad_argument_in_a_real_process_has_no_traceback():
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: --steps must be between 1 and 100000, got -3"]
+
+
+def test_seed_descent_script_prints_the_seed(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "seed_descent.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--repeat=0"], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"backend: {jax.default_backend()}, device: ")
+    epochs = [line for line in lines if line.startswith("Epoch ")]
+    assert epochs == seed_loop()
+    bad = subprocess.run(
+        [sys.executable, str(script), "--steps=x"], capture_output=True, text=True, timeout=300
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
