@@ -93,8 +93,10 @@ def attention_vjp(
 
 def _head_size(e: int, n_heads: int) -> int:
     """Size of one head; raises ValueError unless n_heads divides the projection width e."""
-    if not isinstance(n_heads, int) or n_heads < 1 or e % n_heads:
-        raise ValueError(f"n_heads={n_heads!r} must be a positive integer dividing the width {e}")
+    if not isinstance(n_heads, int):
+        raise ValueError(f"n_heads must be a Python int (static under jax.jit), got {type(n_heads).__name__}")
+    if n_heads < 1 or e % n_heads:
+        raise ValueError(f"n_heads={n_heads} must be a positive integer dividing the width {e}")
     return e // n_heads
 
 
