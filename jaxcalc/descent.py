@@ -55,12 +55,20 @@ def descent(loss: Callable[[PyTree], jax.Array], x0: PyTree, lr: float, steps: i
     return descent_with_grad(loss, jax.grad(loss), x0, lr, steps)
 
 
-def classify_lr(xs: jax.Array, x0: float) -> str:
-    """Name the behaviour of a 1-D trajectory: 'converges', 'oscillates', 'diverges' or 'overflows'."""
+def classify_lr(xs: jax.Array, x0: float, minimizer: float = 0.0, losses: jax.Array | None = None) -> str:
+    """Name the behaviour of a 1-D trajectory x_1..x_n started at x0.
+
+    Returns 'converges' (|x - x*| shrinks), 'oscillates' (|x - x*| stays, x moves),
+    'diverges' (|x - x*| grows), 'overflows' (x or f(x) is no longer finite) or 'stalls'
+    (x never moves), where x* is ``minimizer``. Give ``losses`` (f(x_k)) so that an f that
+    overflows while x is still finite is named too.
+    """
     xs = jnp.asarray(xs)
-    if not bool(jnp.all(jnp.isfinite(xs))):
+    if not bool(jnp.all(jnp.isfinite(xs))) or (
+        losses is not None and not bool(jnp.all(jnp.isfinite(jnp.asarray(losses))))
+    ):
         return "overflows"
-    first, last = abs(float(x0)), abs(float(xs[-1]))
+    first, last = abs(float(x0) - minimizer), abs(float(xs[-1]) - minimizer)
     if last < first * (1 - 1e-12):
         return "converges"
     if last > first * (1 + 1e-12):

@@ -18,6 +18,7 @@ float64, then cast; so every run gives the same bits on the same backend.
 from __future__ import annotations
 
 import difflib
+import functools
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -139,28 +140,14 @@ class Case:
     def sample(self, dtype: Any = "float64") -> dict[str, np.ndarray]:
         """The seeded inputs, as host arrays: floats cast to ``dtype``, integers int64."""
         dtype = np.dtype(dtype)
-        with jax.enable_x64(True):
-            keys = jax.random.split(jax.random.key(self.seed), len(self.inputs) + 1)
-            out = {}
-            for k, spec in zip(keys[1:], self.inputs, strict=True):
-                value = np.asarray(spec.sampler(k, spec.shape))
-                out[spec.name] = value.astype(np.int64 if spec.integer else dtype)
-        return out
+        raw = _draw_inputs(self)
+        return {spec.name: raw[spec.name].astype(np.int64 if spec.integer else dtype) for spec in self.inputs}
 
     def probes(self, dtype: Any = "float64") -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Random probes (never all-ones): a cotangent like the output, a tangent per diff input."""
         dtype = np.dtype(dtype)
-        out_shape = self.output_shape()
-        with jax.enable_x64(True):
-            key = jax.random.fold_in(jax.random.key(self.seed), 1)
-            keys = jax.random.split(key, len(self.inputs) + 1)
-            ct = np.asarray(jax.random.normal(keys[0], out_shape, jnp.float64)).astype(dtype)
-            tangents = {
-                spec.name: np.asarray(jax.random.normal(k, spec.shape, jnp.float64)).astype(dtype)
-                for k, spec in zip(keys[1:], self.inputs, strict=True)
-                if spec.differentiable
-            }
-        return ct, tangents
+        ct, tangents = _draw_probes(self)
+        return ct.astype(dtype), {k: v.astype(dtype) for k, v in tangents.items()}
 
     def output_shape(self) -> tuple[int, ...]:
         """Shape of F's output at the golden-set input shapes."""
@@ -204,3 +191,38 @@ def get_case(name: str) -> Case:
         close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see 'jaxcalc cases'"
         raise UnknownCaseError(f"unknown case {name!r}{hint}") from None
+
+
+# ----------------------------------------------------------------------------- drawing
+# Each case's draws run as one jitted call in float64 (eager draws would compile every random
+# op separately), and are cached: the values depend only on the case.
+
+
+@functools.cache
+def _draw_inputs(case: Case) -> dict[str, np.ndarray]:
+    def draw(key):
+        keys = jax.random.split(key, len(case.inputs) + 1)
+        return {spec.name: spec.sampler(k, spec.shape) for k, spec in zip(keys[1:], case.inputs, strict=True)}
+
+    with jax.enable_x64(True):
+        out = jax.device_get(jax.jit(draw)(jax.random.key(case.seed)))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+@functools.cache
+def _draw_probes(case: Case) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    out_shape = case.output_shape()
+
+    def draw(key):
+        keys = jax.random.split(jax.random.fold_in(key, 1), len(case.inputs) + 1)
+        ct = jax.random.normal(keys[0], out_shape, jnp.float64)
+        tangents = {
+            spec.name: jax.random.normal(k, spec.shape, jnp.float64)
+            for k, spec in zip(keys[1:], case.inputs, strict=True)
+            if spec.differentiable
+        }
+        return ct, tangents
+
+    with jax.enable_x64(True):
+        ct, tangents = jax.device_get(jax.jit(draw)(jax.random.key(case.seed)))
+    return np.asarray(ct), {k: np.asarray(v) for k, v in tangents.items()}

@@ -54,10 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         if getattr(args, "x64", False):
-            # Reference work is float64; this flips x64 for the CLI's own process only.
+            # Reference work is float64: x64 is on for this command only, scoped, so a caller
+            # of main() keeps its own setting afterwards.
             import jax
 
-            jax.config.update("jax_enable_x64", True)
+            with jax.enable_x64(True):
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -107,10 +107,7 @@ def run(args: argparse.Namespace) -> int:
     traj = fused(jnp.asarray(args.x0, jnp.float64), args.lr, args.steps)
     xs = [float(v) for v in traj.params]
     fs = [float(v) for v in traj.losses]
-    # classify_lr measures |x| shrinking towards 0, so shift the minimiser to 0.
-    behaviour = classify_lr(traj.params - fn.minimizer, args.x0 - fn.minimizer)
-    if not all(math.isfinite(v) for v in fs):  # x may still be finite when f(x) = x**2 overflows
-        behaviour = "overflows"
+    behaviour = classify_lr(traj.params, args.x0, minimizer=fn.minimizer, losses=traj.losses)
     note = _note(behaviour, fn, args.x0, args.lr)
     if args.json:
         report = {

@@ -1,0 +1,7 @@
+"""``python -m jaxcalc.cli``: the same as the ``jaxcalc`` console script."""
+
+import sys
+
+from jaxcalc.cli import main
+
+sys.exit(main())
