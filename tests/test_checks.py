@@ -258,3 +258,19 @@ def test_float32_checks_pass_with_float32_tolerances():
         report = check_case(get_case(name), dtype="float32")
         assert report.passed, report.format()
         assert _by_check(report)["vjp"].tol > 1e-6
+
+
+@pytest.mark.parametrize("name", ["least_squares", "transformer_block", "mlp"])
+def test_samples_and_probes_follow_the_input_order(name):
+    case = get_case(name)
+    inputs = case.sample()
+    ct, tangents = case.probes()
+    assert list(inputs) == list(case.input_names)
+    assert list(tangents) == list(case.diff_names)
+    assert [inputs[n].shape for n in case.input_names] == [s.shape for s in case.inputs]
+    assert [tangents[n].shape for n in case.diff_names] == [inputs[n].shape for n in case.diff_names]
+    assert ct.shape == case.output_shape()
+    # Same bits every time, and never the all-ones probe.
+    again = case.sample()
+    assert all(np.array_equal(inputs[n], again[n]) for n in inputs)
+    assert not np.allclose(ct, 1.0)

@@ -206,7 +206,8 @@ def _draw_inputs(case: Case) -> dict[str, np.ndarray]:
 
     with jax.enable_x64(True):
         out = jax.device_get(jax.jit(draw)(jax.random.key(case.seed)))
-    return {k: np.asarray(v) for k, v in out.items()}
+    # jit returns dicts with sorted keys: rebuild them in the case's input order.
+    return {spec.name: np.asarray(out[spec.name]) for spec in case.inputs}
 
 
 @functools.cache
@@ -225,4 +226,4 @@ def _draw_probes(case: Case) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
     with jax.enable_x64(True):
         ct, tangents = jax.device_get(jax.jit(draw)(jax.random.key(case.seed)))
-    return np.asarray(ct), {k: np.asarray(v) for k, v in tangents.items()}
+    return np.asarray(ct), {n: np.asarray(tangents[n]) for n in case.diff_names}
