@@ -15,13 +15,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["available_threads", "mlp_step_torch", "transformer_step_torch"]
+__all__ = ["available_threads", "with_threads", "mlp_step_torch", "transformer_step_torch"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 def available_threads() -> int:
+    """Threads PyTorch uses for intra-op parallelism."""
     return torch.get_num_threads()
+
+
+def with_threads(call: Callable[[], Any], n: int) -> Callable[[], Any]:
+    """``call`` run with PyTorch limited to ``n`` threads (the setting is restored after)."""
+
+    def run() -> Any:
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            return call()
+        finally:
+            torch.set_num_threads(before)
+
+    return run
 
 
 def _tensor(a: Any, dtype: str, grad: bool = False) -> torch.Tensor:
