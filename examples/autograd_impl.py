@@ -96,7 +96,7 @@ def _cross_entropy(logits: Arr, labels: Arr) -> Arr:
 def _attend(q: Arr, k: Arr, v: Arr, causal: bool = False) -> Arr:
     s = anp.dot(q, k.T) / math.sqrt(q.shape[-1])
     if causal:
-        s = anp.where(np.tril(np.ones(s.shape, dtype=bool)), s, -1e30)  # position i sees j <= i
+        s = anp.where(np.tril(np.ones(s.shape, dtype=bool)), s, -np.inf)  # position i sees j <= i
     return anp.dot(_softmax(s), v)
 
 

@@ -4,7 +4,7 @@ An independent implementation for ``jaxcalc verify`` to judge against the golden
 
     jaxcalc export golden
     jaxcalc verify golden --impl examples/numpy_impl.py
-    jaxcalc verify golden --impl examples/numpy_impl.py --dtype float32   # after casting inputs
+    jaxcalc verify golden --impl examples/numpy_impl.py --dtype float32   # float32 inputs, float32 math
 
 Each case is a function named after it, ``case(inputs, cotangent) -> (value, vjp)``: ``inputs``
 maps input names to arrays, ``cotangent`` is shaped like the value, and ``vjp`` maps each float
@@ -424,11 +424,10 @@ def transformer_block(inputs: Inputs, cotangent: Array) -> Result:
     act, dact = _gelu_tanh(u)
     f, back_fc2 = _linear(act, g["W2"], g["b2"])
 
-    dh = cotangent.copy()  # the residual passes the cotangent straight through
     dact_out, dW2, db2 = back_fc2(cotangent)
     dn2, dW1, db1 = back_fc1(dact_out * dact)
     dh_ln, dg2, db2n = back_ln2(dn2)
-    dh = dh + dh_ln
+    dh = cotangent + dh_ln  # the residual passes the cotangent straight through; the MLP branch adds
     dn1, dWq, dWk, dWv, dWo = back_attn(dh)
     dx_ln, dg1, db1n = back_ln1(dn1)
     grads = {

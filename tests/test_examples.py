@@ -115,19 +115,22 @@ def node_impl():
 
 
 def _reference(case: Case, inputs: dict[str, np.ndarray], ct: np.ndarray) -> tuple[np.ndarray, dict]:
-    """The case's forward and its jax.vjp, in float64 at highest matmul precision."""
-    with reference_mode("float64"):
-        primals = [jax.numpy.asarray(inputs[n]) for n in case.input_names]
-        idx = case.diff_index
+    """The case's forward and its jax.vjp, in float64 at highest matmul precision (one jitted call)."""
+    idx = case.diff_index
 
-        def f(*diff):
+    def value_and_vjp(primals: list, ct: jax.Array) -> tuple:
+        def f(*diff: jax.Array) -> jax.Array:
             full = list(primals)
             for k, d in zip(idx, diff, strict=True):
                 full[k] = d
             return case.forward(*full)
 
         value, pullback = jax.vjp(f, *(primals[k] for k in idx))
-        grads = pullback(jax.numpy.asarray(ct, dtype=value.dtype))
+        return value, pullback(ct.astype(value.dtype))
+
+    with reference_mode("float64"):
+        primals = [jax.numpy.asarray(inputs[n]) for n in case.input_names]
+        value, grads = jax.jit(value_and_vjp)(primals, jax.numpy.asarray(ct))
         return np.asarray(value), {n: np.asarray(g) for n, g in zip(case.diff_names, grads, strict=True)}
 
 
