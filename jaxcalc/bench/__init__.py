@@ -6,7 +6,15 @@ throughput) and then each workload of ``WORKLOADS`` in one process, returning a
 """
 
 from jaxcalc.bench.config import DTYPES, FULL, PRECISIONS, QUICK, BenchConfig
-from jaxcalc.bench.harness import CompileTime, Timing, compile_jitted, machine_info, time_call, versions
+from jaxcalc.bench.harness import (
+    CompileTime,
+    Timing,
+    compile_jitted,
+    machine_info,
+    time_call,
+    time_calls,
+    versions,
+)
 from jaxcalc.bench.report import BenchReport, Figure, Row, Target, WorkloadResult, format_report
 from jaxcalc.bench.workloads import WORKLOADS, run_bench, select
 
@@ -30,5 +38,6 @@ __all__ = [
     "run_bench",
     "select",
     "time_call",
+    "time_calls",
     "versions",
 ]
