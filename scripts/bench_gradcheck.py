@@ -73,9 +73,11 @@ print(
 for name, t in times.items():
     stats = f"{t.median:9.3f}  {t.min:8.3f}  {t.max:8.3f}  {t.median / full:14.3g}"
     print(f"{name.ljust(width)}  {stats}  {verdicts[name]}")
-if "torch gradcheck" in times:
-    ratio = times["torch gradcheck"].median / full
+slow = [k for k in times if k.startswith("torch gradcheck") and "fast_mode" not in k]
+if slow:
+    fastest = min(slow, key=lambda k: times[k].median)
+    ratio = times[fastest].median / full
     verdict = "met" if ratio >= target else "NOT met"
-    print(f"torch gradcheck (slow) / jaxcalc full = {ratio:.3g}x (target >= {target:g}x): {verdict}")
+    print(f"{fastest} / jaxcalc full = {ratio:.3g}x (target >= {target:g}x): {verdict}")
 else:
     print("torch not installed: no ratio to report")

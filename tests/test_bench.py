@@ -231,7 +231,7 @@ def test_gradcheck_checkers_run_and_pass_on_the_problem():
     from jaxcalc.bench.gradcheck import checkers, make_problem
 
     calls = checkers(make_problem(*TINY.gc_shape))
-    assert len(calls) == 5
+    assert len(calls) >= 5  # jaxcalc full and fast, check_grads, torch slow (maybe also on 1 thread) and fast
     # the cheap ones here; the full check runs in `jaxcalc bench` (it compiles for seconds)
     for name in ("jaxcalc fast (directional)", "torch gradcheck", "torch gradcheck fast_mode"):
         assert calls[name]() is True, name
