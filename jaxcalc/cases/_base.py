@@ -11,8 +11,11 @@ Conventions every case follows:
   functions of the first differentiable input's intermediate such that
   ``forward`` with that input set to ``x`` equals ``outer(inner(x))``.
 
-Inputs are drawn from ``jax.random.key(seed)`` with ``seed = crc32(name)``, in
-float64, then cast; so every run gives the same bits on the same backend.
+Inputs are drawn from ``jax.random.key(seed)`` with ``seed = crc32(name)``: input i
+uses ``fold_in(key, i)``, probes use ``fold_in(fold_in(key, 1000), i)``. Draws are
+float64 standard normals or uniforms taken in fixed blocks of 1024 values (block b from
+``fold_in(k, b)``), so one compiled random kernel serves every case; samplers shape and
+scale them on the host, then values are cast. Every run gives the same bits.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ __all__ = [
     "get_case",
     "case_names",
     "UnknownCaseError",
+    "Sampler",
+    "std_normal",
+    "std_uniform",
+    "subkey",
     "normal",
     "uniform",
     "away_from_zero",
@@ -43,48 +50,78 @@ __all__ = [
     "binary",
 ]
 
-Sampler = Callable[[jax.Array, tuple[int, ...]], jax.Array]
-
 
 # ----------------------------------------------------------------------------- samplers
-# Each sampler takes (key, shape) and returns float64 (or int64) values; they run with
-# x64 enabled inside Case.sample.
+# A sampler maps (key, shape) to host values (float64, or int64 for integer inputs). It builds
+# them from std_normal / std_uniform, which draw fixed-size blocks with jax.random.
+
+Sampler = Callable[[jax.Array, tuple[int, ...]], np.ndarray]
+
+_BLOCK = 1024
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _block(key: jax.Array, kind: str) -> jax.Array:
+    if kind == "normal":
+        return jax.random.normal(key, (_BLOCK,), jnp.float64)
+    return jax.random.uniform(key, (_BLOCK,), jnp.float64)
+
+
+def _draw(key: jax.Array, shape: tuple[int, ...], kind: str) -> np.ndarray:
+    n = int(np.prod(shape, dtype=np.int64))
+    with jax.enable_x64(True):
+        blocks = [np.asarray(_block(jax.random.fold_in(key, b), kind)) for b in range(-(-n // _BLOCK))]
+    flat = np.concatenate(blocks)[:n] if blocks else np.zeros(0)
+    return flat.reshape(shape)
+
+
+def std_normal(key: jax.Array, shape: tuple[int, ...]) -> np.ndarray:
+    """Float64 N(0, 1) values of ``shape`` from ``key``."""
+    return _draw(key, shape, "normal")
+
+
+def std_uniform(key: jax.Array, shape: tuple[int, ...]) -> np.ndarray:
+    """Float64 U[0, 1) values of ``shape`` from ``key``."""
+    return _draw(key, shape, "uniform")
+
+
+def subkey(key: jax.Array, i: int) -> jax.Array:
+    """The i-th independent key derived from ``key`` (``fold_in``)."""
+    return jax.random.fold_in(key, i)
 
 
 def normal(scale: float = 1.0, loc: float = 0.0) -> Sampler:
     """Gaussian values loc + scale * N(0, 1)."""
-    return lambda key, shape: loc + scale * jax.random.normal(key, shape, jnp.float64)
+    return lambda key, shape: loc + scale * std_normal(key, shape)
 
 
 def uniform(lo: float, hi: float) -> Sampler:
     """Uniform values in [lo, hi)."""
-    return lambda key, shape: jax.random.uniform(key, shape, jnp.float64, lo, hi)
+    return lambda key, shape: lo + (hi - lo) * std_uniform(key, shape)
 
 
 def away_from_zero(lo: float = 0.1, hi: float = 2.0) -> Sampler:
     """Random sign times uniform [lo, hi): keeps every element at least ``lo`` from a kink at 0."""
 
-    def sample(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        k1, k2 = jax.random.split(key)
-        mag = jax.random.uniform(k1, shape, jnp.float64, lo, hi)
-        return jnp.where(jax.random.bernoulli(k2, 0.5, shape), mag, -mag)
+    def sample(key: jax.Array, shape: tuple[int, ...]) -> np.ndarray:
+        mag = lo + (hi - lo) * std_uniform(subkey(key, 0), shape)
+        return np.where(std_uniform(subkey(key, 1), shape) < 0.5, mag, -mag)
 
     return sample
 
 
 def integers(n: int) -> Sampler:
     """Integers in [0, n) (labels, ids); not differentiable."""
-    return lambda key, shape: jax.random.randint(key, shape, 0, n, jnp.int64)
+    return lambda key, shape: np.minimum(np.floor(n * std_uniform(key, shape)), n - 1).astype(np.int64)
 
 
 def binary() -> Sampler:
     """Float targets in {0, 1} with both values present when there are at least two."""
 
-    def sample(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        y = jax.random.bernoulli(key, 0.5, shape).astype(jnp.float64)
-        flat = y.reshape(-1)
+    def sample(key: jax.Array, shape: tuple[int, ...]) -> np.ndarray:
+        flat = (std_uniform(key, shape) < 0.5).astype(np.float64).reshape(-1)
         if flat.size >= 2:
-            flat = flat.at[0].set(0.0).at[1].set(1.0)
+            flat[0], flat[1] = 0.0, 1.0
         return flat.reshape(shape)
 
     return sample
@@ -194,36 +231,24 @@ def get_case(name: str) -> Case:
 
 
 # ----------------------------------------------------------------------------- drawing
-# Each case's draws run as one jitted call in float64 (eager draws would compile every random
-# op separately), and are cached: the values depend only on the case.
+# Cached: the values depend only on the case.
 
 
 @functools.cache
 def _draw_inputs(case: Case) -> dict[str, np.ndarray]:
-    def draw(key):
-        keys = jax.random.split(key, len(case.inputs) + 1)
-        return {spec.name: spec.sampler(k, spec.shape) for k, spec in zip(keys[1:], case.inputs, strict=True)}
-
-    with jax.enable_x64(True):
-        out = jax.device_get(jax.jit(draw)(jax.random.key(case.seed)))
-    # jit returns dicts with sorted keys: rebuild them in the case's input order.
-    return {spec.name: np.asarray(out[spec.name]) for spec in case.inputs}
+    key = jax.random.key(case.seed)
+    return {
+        spec.name: np.asarray(spec.sampler(subkey(key, i), spec.shape)) for i, spec in enumerate(case.inputs)
+    }
 
 
 @functools.cache
 def _draw_probes(case: Case) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    out_shape = case.output_shape()
-
-    def draw(key):
-        keys = jax.random.split(jax.random.fold_in(key, 1), len(case.inputs) + 1)
-        ct = jax.random.normal(keys[0], out_shape, jnp.float64)
-        tangents = {
-            spec.name: jax.random.normal(k, spec.shape, jnp.float64)
-            for k, spec in zip(keys[1:], case.inputs, strict=True)
-            if spec.differentiable
-        }
-        return ct, tangents
-
-    with jax.enable_x64(True):
-        ct, tangents = jax.device_get(jax.jit(draw)(jax.random.key(case.seed)))
-    return np.asarray(ct), {n: np.asarray(tangents[n]) for n in case.diff_names}
+    key = subkey(jax.random.key(case.seed), 1000)
+    ct = std_normal(subkey(key, 0), case.output_shape())
+    tangents = {
+        spec.name: std_normal(subkey(key, i + 1), spec.shape)
+        for i, spec in enumerate(case.inputs)
+        if spec.differentiable
+    }
+    return ct, tangents

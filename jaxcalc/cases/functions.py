@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
-from jaxcalc.cases._base import Case, Input, Sampler, register, uniform
+from jaxcalc.cases._base import Case, Input, Sampler, register, std_normal, subkey, uniform
 
 __all__ = [
     "exp_sin",
@@ -130,11 +131,10 @@ def _nonsymmetric_positive_definite() -> Sampler:
     So 1/2 x^T A x + b^T x has one minimum, x* = -(1/2 (A + A^T))^{-1} b, for Newton's method.
     """
 
-    def sample(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        k1, k2 = jax.random.split(key)
-        L = jax.random.normal(k1, shape, jnp.float64) / jnp.sqrt(shape[-1])
-        M = jax.random.normal(k2, shape, jnp.float64)
-        return L @ L.T + jnp.eye(shape[-1], dtype=jnp.float64) + 0.5 * (M - M.T)
+    def sample(key: jax.Array, shape: tuple[int, ...]) -> np.ndarray:
+        L = std_normal(subkey(key, 0), shape) / np.sqrt(shape[-1])
+        M = std_normal(subkey(key, 1), shape)
+        return L @ L.T + np.eye(shape[-1]) + 0.5 * (M - M.T)
 
     return sample
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxcalc.cases._base import Case, Input, Sampler, integers, normal, register, uniform
@@ -175,10 +176,10 @@ def _ids_with_repeats(n: int) -> Sampler:
     """Integer ids in [0, n) whose last id always repeats the first, so accumulation is exercised."""
     draw = integers(n)
 
-    def sample(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-        flat = draw(key, shape).reshape(-1)
+    def sample(key: jax.Array, shape: tuple[int, ...]) -> np.ndarray:
+        flat = np.array(draw(key, shape)).reshape(-1)
         if flat.size >= 2:
-            flat = flat.at[-1].set(flat[0])
+            flat[-1] = flat[0]
         return flat.reshape(shape)
 
     return sample

@@ -30,7 +30,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from jaxcalc import fd
 from jaxcalc.checks.report import CheckResult, Report
@@ -97,6 +96,15 @@ def _kink(ctx: Context, tangents: tuple[jax.Array, ...]) -> bool:
     return float(jnp.max(jnp.abs(left - right))) / scale > KINK_RATIO
 
 
+def _split_flat(vec: np.ndarray, ctx: Context) -> tuple[np.ndarray, ...]:
+    """Split a flat vector over all differentiable inputs into one array per input."""
+    out, start = [], 0
+    for x in ctx.diff:
+        out.append(vec[start : start + x.size].reshape(x.shape))
+        start += x.size
+    return tuple(out)
+
+
 def _unflatten_columns(jac: jax.Array, ctx: Context, out_shape: tuple[int, ...]) -> list[jax.Array]:
     """Split a (*out, n_total) Jacobian into one (*out, *in_shape) block per diff input."""
     blocks, start = [], 0
@@ -134,8 +142,10 @@ def run_checks(
         raise ValueError(f"mode must be 'full' or 'fast', not {mode!r}")
     dtype = np.dtype(dtype)
     with reference_mode(dtype):
+        # Host arrays: the witnesses take them as jit arguments, and nothing here runs eagerly
+        # on the device (each eager op would compile on its own).
         prim = tuple(
-            jnp.asarray(p, dtype) if jnp.issubdtype(jnp.asarray(p).dtype, jnp.floating) else jnp.asarray(p)
+            np.asarray(p, dtype) if np.issubdtype(np.asarray(p).dtype, np.floating) else np.asarray(p)
             for p in primals
         )
         ctx = Context(
@@ -144,8 +154,8 @@ def run_checks(
             prim,
             tuple(diff_idx),
             tuple(names),
-            jnp.asarray(ct, dtype),
-            tuple(jnp.asarray(t, dtype) for t in tangents),
+            np.asarray(ct, dtype),
+            tuple(np.asarray(t, dtype) for t in tangents),
             dtype,
         )
         return Report(tuple(_checks(ctx, vjp, jvp, chain, mode)))
@@ -155,7 +165,7 @@ def _checks(ctx: Context, vjp, jvp, chain, mode: str):
     w = witnesses(ctx, vjp, jvp, chain, mode)
     ad_vjp, hw_vjp = w["ad_vjp"], w.get("hw_vjp")
     dnames = tuple(f"d{n}" for n in ctx.names)
-    flat, unravel = ravel_pytree(ctx.diff)
+    n_in = sum(d.size for d in ctx.diff)
     out_shape = tuple(np.shape(w["ad_jvp"]))
 
     if hw_vjp is not None:
@@ -180,10 +190,10 @@ def _checks(ctx: Context, vjp, jvp, chain, mode: str):
         res = _result(ctx, "jacobian_fd", "finite-diff", "jacrev", _compare_named(fd_b, rev_b, jnames), "fd")
         if res.status == "FAIL":
             # Probe the worst column alone: a kink there explains the disagreement.
-            diff = np.abs(w["jfd"] - w["jrev"]).reshape(-1, flat.size)
-            e = np.zeros(flat.size, flat.dtype)
+            diff = np.abs(w["jfd"] - w["jrev"]).reshape(-1, n_in)
+            e = np.zeros(n_in, ctx.dtype)
             e[int(np.argmax(diff.max(axis=0)))] = 1.0
-            if _kink(ctx, unravel(jnp.asarray(e))):
+            if _kink(ctx, _split_flat(e, ctx)):
                 res = res._replace(status="kink")
         yield res
         fwd_b = _unflatten_columns(w["jfwd"], ctx, out_shape)
@@ -191,7 +201,7 @@ def _checks(ctx: Context, vjp, jvp, chain, mode: str):
             ctx, "jacobian_modes", "jacfwd", "jacrev", _compare_named(fwd_b, rev_b, jnames), "exact"
         )
         if hw_vjp is not None:
-            fd_vjp = unravel(jnp.tensordot(ctx.ct, w["jfd"], axes=ctx.ct.ndim))
+            fd_vjp = _split_flat(np.tensordot(ctx.ct, w["jfd"], axes=ctx.ct.ndim), ctx)
             worst = _compare_named(hw_vjp, fd_vjp, dnames)
             res_vjp = _result(ctx, "vjp_fd", "handwritten", "finite-diff", worst, "fd")
             if res_vjp.status == "FAIL" and res.status == "kink":

@@ -14,6 +14,8 @@ from jaxcalc import fd
 
 __all__ = ["Context", "witnesses", "MAX_JACOBIAN", "MAX_HESSIAN"]
 
+_FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
 # Largest Jacobian (output size x total input size) computed in full, per element.
 MAX_JACOBIAN = 4_000_000
 # Largest flattened input for which the full Hessian is formed.
@@ -56,14 +58,14 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str) -> dict[str, Any]:
     from jaxcalc.chain import chain_rule_product
 
     out = jax.eval_shape(ctx.f_diff, *ctx.diff)
-    flat, unravel = ravel_pytree(ctx.diff)
-    full = mode == "full" and flat.size * max(out.size, 1) <= MAX_JACOBIAN
+    n_in = sum(int(np.size(d)) for d in ctx.diff)
+    full = mode == "full" and n_in * max(out.size, 1) <= MAX_JACOBIAN
     scalar = out.ndim == 0
 
     def compute(primals, ct, tangents):
         c = ctx._replace(primals=primals, ct=ct, tangents=tangents)
         diff = c.diff
-        v, _ = ravel_pytree(diff)
+        v, unravel = ravel_pytree(diff)
         w: dict[str, Any] = {}
         _, pull = jax.vjp(c.f_diff, *diff)
         w["ad_vjp"] = pull(ct)
@@ -106,4 +108,8 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str) -> dict[str, Any]:
                 )
         return w
 
-    return jax.device_get(jax.jit(compute)(ctx.primals, ctx.ct, ctx.tangents))
+    # Checking programs run once: on CPU, skipping LLVM's heavy optimizations roughly halves
+    # compile time, which dominates, and changes no rounding (HLO-level rewrites still run).
+    options = _FAST_COMPILE if jax.default_backend() == "cpu" else None
+    fn = jax.jit(compute, compiler_options=options)
+    return jax.device_get(fn(ctx.primals, ctx.ct, ctx.tangents))
