@@ -20,14 +20,14 @@ from jax.typing import ArrayLike
 
 from jaxcalc.numerics import fd_base_step
 
-__all__ = ["derivative", "directional", "jacobian", "one_sided", "typical_scale"]
+__all__ = ["derivative", "directional", "jacobian", "one_sided", "stencil", "typical_scale"]
 
 
 _OFFSETS = (-2.0, -1.0, 1.0, 2.0)
 _WEIGHTS = (1.0, -8.0, 8.0, -1.0)  # f'(0) ~ (f(-2h) - 8 f(-h) + 8 f(h) - f(2h)) / 12h
 
 
-def _stencil(f: Callable[[jax.Array], jax.Array], h: jax.Array) -> jax.Array:
+def stencil(f: Callable[[jax.Array], jax.Array], h: jax.Array) -> jax.Array:
     """5-point central difference of f(s) at s = 0 with step h (f maps a scalar step to an array).
 
     The four evaluations are one ``vmap`` of f, so f appears once in the compiled program.
@@ -55,7 +55,7 @@ def derivative(f: Callable[[jax.Array], jax.Array], x: ArrayLike) -> jax.Array:
     """d f / dx at scalar or array x, elementwise (f must act elementwise or be scalar-to-scalar)."""
     x = jnp.asarray(x)
     h = fd_base_step(x.dtype) * jnp.maximum(1.0, jnp.abs(x))
-    return _stencil(lambda s: f(x + s), h)
+    return stencil(lambda s: f(x + s), h)
 
 
 def _input_step(x: jax.Array, t: jax.Array) -> jax.Array:
@@ -120,8 +120,12 @@ def _jacobian_flat(f: Callable[[jax.Array], jax.Array], x: jax.Array, typ: jax.A
     @jax.jit
     def run(x: jax.Array, typ: jax.Array) -> jax.Array:
         h = fd_base_step(x.dtype) * typ
-        basis = jnp.eye(x.size, dtype=x.dtype)
-        cols = jax.vmap(lambda e, hi: _stencil(lambda s: f(x + s * e), hi))(basis, h)
+
+        def column(i):
+            e = jax.nn.one_hot(i, x.size, dtype=x.dtype)
+            return stencil(lambda s: f(x + s * e), h[i])
+
+        cols = jax.vmap(column)(jnp.arange(x.size))
         return cols.reshape((x.size, -1)).T
 
     return run(x, typ)
