@@ -274,3 +274,36 @@ def test_samples_and_probes_follow_the_input_order(name):
     again = case.sample()
     assert all(np.array_equal(inputs[n], again[n]) for n in inputs)
     assert not np.allclose(ct, 1.0)
+
+
+def test_large_inputs_use_chunked_columns_and_reuse_the_compiled_program():
+    from jaxcalc.checks import witnesses
+
+    def loss(w, x):  # 1352 inputs: Jacobian columns run in lax.map chunks of COLUMN_BATCH
+        return jnp.sum(jnp.tanh(x @ w.reshape(13, 100)) ** 2)
+
+    def vjp(p, ct):
+        w, x = p
+        d = 2 * jnp.tanh(x @ w.reshape(13, 100)) * (1 - jnp.tanh(x @ w.reshape(13, 100)) ** 2)
+        return ct * (x.T @ d).reshape(-1), ct * d @ w.reshape(13, 100).T
+
+    w = np.linspace(-0.5, 0.5, 1300)
+    x = np.linspace(-1, 1, 4 * 13).reshape(4, 13)
+    assert w.size + x.size > witnesses.COLUMN_BATCH
+    report = check_function(loss, (w, x), vjp_fn=vjp)
+    assert report.passed, report.format()
+    assert {"vjp", "jacobian_fd", "jacobian_modes", "vjp_fd", "hvp"} <= _by_check(report).keys()
+    before = witnesses._program.cache_info()
+    again = check_function(loss, (w * 0.5, x), vjp_fn=vjp)
+    after = witnesses._program.cache_info()
+    assert again.passed
+    assert after.hits == before.hits + 1 and after.misses == before.misses, "a repeat must not recompile"
+
+
+def test_jacfwd_is_left_out_beyond_its_limit(monkeypatch):
+    from jaxcalc.checks import witnesses
+
+    monkeypatch.setattr(witnesses, "MAX_JACFWD", 10)
+    report = check_case(get_case("mlp"))
+    checks = _by_check(report)
+    assert report.passed and "jacobian_fd" in checks and "jacobian_modes" not in checks
