@@ -109,6 +109,8 @@ def load(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path!r} is a directory") from None
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "pickle" in reason:  # numpy reads a file that is not an npz archive as a pickle
+            reason = "not an npz archive (pickled data is never loaded)"
         raise CheckpointError(f"cannot read checkpoint {path!r}: {reason}") from None
     raw = arrays.pop(_META, None)
     if raw is None or raw.shape != () or raw.dtype.kind != "U":
