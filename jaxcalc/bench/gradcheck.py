@@ -141,8 +141,8 @@ def gradcheck(cfg: BenchConfig, limits: dict[str, float]) -> WorkloadResult:
     ]
     targets = []
     notes = [
-        "each check timed end to end as called; jaxcalc's check traces and compiles its witness "
-        "program inside every call, so its time includes that compile",
+        "each check timed end to end as called, median of the repeats; jaxcalc's first call "
+        "compiles its witness program (the max), later calls of the same function reuse it",
     ]
     slow = [k for k in times if k.startswith("torch gradcheck") and "fast_mode" not in k]
     if slow:
