@@ -9,9 +9,10 @@ gradient check repeated as it goes. Runs unchanged on CPU, GPU or TPU.
     python scripts/backprop_walkthrough.py --steps=2000 --hidden=64 --activation=tanh --dtype=float64
 """
 
-import ast
 import sys
 import time
+
+from _overrides import apply  # --name=value overrides of the settings below
 
 # -----------------------------------------------------------------------------
 # configuration: every line can be overridden with --key=value
@@ -27,32 +28,19 @@ steps = 500  # full-batch training steps
 log_every = 50  # print the loss (and re-check the gradients) this often
 dtype = "float32"  # "float32" or "float64"
 seed = 0  # jax.random.key(seed) draws the data and the initial weights
+
+
 # -----------------------------------------------------------------------------
-config = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str))}
-
-
 def usage(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
-for arg in sys.argv[1:]:
-    key, sep, text = arg.removeprefix("--").partition("=")
-    if not arg.startswith("--") or not sep or key not in config:
-        usage(f"expected --key=value with key one of {', '.join(config)}; got {arg!r}")
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = text  # a bare word is a string
-    if isinstance(config[key], float) and isinstance(value, int):
-        value = float(value)
-    if type(value) is not type(config[key]):
-        usage(f"--{key} takes a value like {config[key]!r}, got {text!r}")
-    globals()[key] = config[key] = value
+apply(globals(), sys.argv[1:])
 if activation not in ("relu", "tanh") or grad not in ("handwritten", "autodiff"):
     usage("activation must be relu or tanh, grad handwritten or autodiff")
 if dtype not in ("float32", "float64") or min(classes - 1, points, hidden, depth, steps, log_every) < 1:
-    usage(f"bad configuration {config}")
+    usage("bad configuration; see --help")
 # -----------------------------------------------------------------------------
 
 import jax  # noqa: E402 (configuration first, then JAX)

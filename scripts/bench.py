@@ -13,9 +13,10 @@ Any setting below can be overridden as --name=value, e.g. --only=mlp_step,transf
 --repeats=20 --mlp_batch=16384. On a CPU, shrink the sizes first (or use `jaxcalc bench --quick`).
 """
 
-import ast
 import json as _json
 import sys
+
+from _overrides import apply  # --name=value overrides of the settings below
 
 from jaxcalc.bench import FULL, format_report, run_bench, select
 
@@ -43,25 +44,7 @@ tf_heads = 16  # attention heads
 tf_ff = 4096  # MLP width inside the block
 gc_shape = "20,96,10,16"  # gradcheck problem: inputs, hidden, classes, batch (about 3K parameters)
 # -----------------------------------------------------------------------------
-# overrides from the command line: --name=value, value read as a Python literal or kept as text
-settings = [
-    k for k, v in list(globals().items()) if not k.startswith("_") and isinstance(v, (int, float, str))
-]
-for arg in sys.argv[1:]:
-    if not arg.startswith("--") or "=" not in arg:
-        sys.exit(f"error: expected --name=value, got {arg!r}")
-    key, text = arg[2:].split("=", 1)
-    if key not in settings:
-        sys.exit(f"error: unknown setting {key!r}; settings: {', '.join(settings)}")
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = text
-    if isinstance(globals()[key], str):
-        value = text
-    elif type(value) is not type(globals()[key]):
-        sys.exit(f"error: {key} takes a {type(globals()[key]).__name__}, got {text!r}")
-    globals()[key] = value
+apply(globals(), sys.argv[1:])
 
 
 def ints(text: str) -> tuple[int, ...]:

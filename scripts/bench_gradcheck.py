@@ -12,8 +12,9 @@ Example (about 3K parameters):
     python scripts/bench_gradcheck.py --hidden=96 --repeats=3
 """
 
-import ast
 import sys
+
+from _overrides import apply  # --name=value overrides of the settings below
 
 from jaxcalc.bench.gradcheck import checkers, make_problem
 from jaxcalc.bench.harness import machine_info, time_calls, versions
@@ -27,19 +28,10 @@ batch = 16  # examples in the fixed batch
 repeats = 3  # timed calls per checker (each call is one whole check)
 use_torch = True  # include torch.autograd.gradcheck (slow and fast_mode) when torch is installed
 target = 10.0  # required ratio: torch gradcheck (slow) time / jaxcalc full check time
-settings = ("n_in", "hidden", "n_out", "batch", "repeats", "use_torch", "target")
 # -----------------------------------------------------------------------------
-for arg in sys.argv[1:]:
-    key, _, text = arg.removeprefix("--").partition("=")
-    if not arg.startswith("--") or not text or key not in settings:
-        sys.exit(f"error: expected --name=value with name one of {', '.join(settings)}; got {arg!r}")
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        sys.exit(f"error: {key} takes a number, got {text!r}")
-    if type(value) is not type(globals()[key]) or (isinstance(value, int) and value < 1):
-        sys.exit(f"error: {key} takes a positive {type(globals()[key]).__name__}, got {text!r}")
-    globals()[key] = value
+apply(globals(), sys.argv[1:])
+if min(n_in, hidden, n_out, batch, repeats) < 1:
+    sys.exit("error: sizes and repeats must be positive")
 
 # -----------------------------------------------------------------------------
 problem = make_problem(n_in, hidden, n_out, batch)

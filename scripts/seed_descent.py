@@ -9,10 +9,11 @@ times the fused loop.
     python scripts/seed_descent.py --fn=chain_affine_square --lr=0.05 --steps=60 --dtype=float32
 """
 
-import ast
 import math
 import sys
 import time
+
+from _overrides import apply  # --name=value overrides of the settings below
 
 # -----------------------------------------------------------------------------
 # configuration: every line can be overridden with --key=value
@@ -30,23 +31,10 @@ def usage(message: str) -> None:
     sys.exit(2)
 
 
-config = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str))}
-for arg in sys.argv[1:]:
-    key, sep, text = arg.removeprefix("--").partition("=")
-    if not arg.startswith("--") or not sep or key not in config:
-        usage(f"expected --key=value with key one of {', '.join(config)}; got {arg!r}")
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = text  # a bare word is a string
-    if isinstance(config[key], float) and isinstance(value, int):
-        value = float(value)
-    if type(value) is not type(config[key]):
-        usage(f"--{key} takes a value like {config[key]!r}, got {text!r}")
-    globals()[key] = config[key] = value
+apply(globals(), sys.argv[1:])
 minimizer, curvature = {"square": (0.0, 2.0), "chain_affine_square": (-1.5, 8.0)}.get(fn, (None, None))
 if minimizer is None or dtype not in ("float64", "float32") or steps < 1 or not math.isfinite(x0 + lr):
-    usage(f"bad configuration {config}")
+    usage("bad configuration; see --help")
 # -----------------------------------------------------------------------------
 
 import jax  # noqa: E402 (configuration first, then JAX)

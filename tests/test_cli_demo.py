@@ -8,7 +8,6 @@ import jax
 import pytest
 
 import jaxcalc.seed
-from jaxcalc.cli import main
 
 CONCEPTS = (
     "derivative",
@@ -20,20 +19,6 @@ CONCEPTS = (
     "descent loop",
     "backprop",
 )
-
-
-@pytest.fixture
-def cli(capsys):
-    """Run `jaxcalc ARGS` in-process: returns (exit status, stdout, stderr); restores x64 after."""
-    before = bool(jax.config.jax_enable_x64)
-
-    def call(*argv: str) -> tuple[int, str, str]:
-        rc = main(list(argv))
-        out = capsys.readouterr()
-        return rc, out.out, out.err
-
-    yield call
-    jax.config.update("jax_enable_x64", before)
 
 
 def test_demo_text(cli):

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from jaxcalc import seed
-from jaxcalc.cli import main
 from jaxcalc.descent import descent, descent_with_grad
 
 
@@ -33,20 +32,6 @@ def seed_loop(x0=10, learning_rate=0.1, steps=20) -> list[str]:
         x = x - learning_rate * grad
         lines.append(f"Epoch {i + 1}: x = {x:.4f}, f(x) = {f(x):.4f}")
     return lines
-
-
-@pytest.fixture
-def cli(capsys):
-    """Run `jaxcalc ARGS` in-process: returns (exit status, stdout, stderr); restores x64 after."""
-    before = bool(jax.config.jax_enable_x64)
-
-    def call(*argv: str) -> tuple[int, str, str]:
-        rc = main(list(argv))
-        out = capsys.readouterr()
-        return rc, out.out, out.err
-
-    yield call
-    jax.config.update("jax_enable_x64", before)
 
 
 # ----------------------------------------------------------------------------- the library

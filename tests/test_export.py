@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -21,7 +20,6 @@ from hypothesis import strategies as st
 
 from jaxcalc.cases import Case, Input, get_case
 from jaxcalc.cases._base import uniform
-from jaxcalc.cli import main
 from jaxcalc.numerics import compare, reference_mode
 from jaxcalc.oracle import reference as ref
 from jaxcalc.oracle.arrays import decode_array, encode_array, load_npz, loads, npz_bytes
@@ -214,22 +212,6 @@ def test_killed_export_leaves_nothing_or_the_previous_set(tmp_path: Path) -> Non
     load_golden(dest)
     export_golden(dest, [get_case("poly_xy")], force=True)
     assert [p.name for p in tmp_path.iterdir()] == ["g"]
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture) -> Callable[..., tuple[int, str, str]]:
-    """Run ``jaxcalc ARGS`` in process; the x64 flag the CLI turns on is restored afterwards."""
-
-    def call(*args: str) -> tuple[int, str, str]:
-        x64 = jax.config.jax_enable_x64
-        try:
-            rc = main(list(args))
-        finally:
-            jax.config.update("jax_enable_x64", x64)
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return call
 
 
 def test_cli_export_json_and_errors(tmp_path: Path, cli: Callable[..., tuple[int, str, str]]) -> None:

@@ -10,7 +10,8 @@ import importlib, pkgutil
 import jax
 before = bool(jax.config.jax_enable_x64)
 import jaxcalc
-names = sorted(m.name for m in pkgutil.walk_packages(jaxcalc.__path__, "jaxcalc.") if not m.name.endswith("__main__"))
+mods = pkgutil.walk_packages(jaxcalc.__path__, "jaxcalc.")
+names = sorted(m.name for m in mods if not m.name.endswith("__main__"))
 for name in names:
     importlib.import_module(name)
 from jaxcalc.cli import build_parser

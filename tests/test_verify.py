@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from jaxcalc.cases import get_case
-from jaxcalc.cli import main
 from jaxcalc.oracle.arrays import ArrayFormatError, decode_array
 from jaxcalc.oracle.export import export_golden
 from jaxcalc.oracle.golden import sha256_file
@@ -33,19 +32,6 @@ def golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("verify") / "golden"
     export_golden(dest, [get_case(n) for n in NAMES])
     return dest
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture) -> Run:
-    """``jaxcalc ARGS`` in process: (exit status, stdout, stderr); stderr must never hold a traceback."""
-
-    def call(*args: str) -> tuple[int, str, str]:
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        assert "Traceback" not in err + out
-        return rc, out, err
-
-    return call
 
 
 def _rows(out: str) -> dict[str, str]:
