@@ -27,9 +27,13 @@ def backend_info() -> dict[str, Any]:
     }
 
 
-def write_json(path: str, payload: Any) -> None:
-    """Write ``payload`` as JSON to ``path`` atomically ('-' means stdout)."""
-    text = json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n"
+def write_json(path: str, payload: Any, *, allow_nan: bool = True, sort_keys: bool = True) -> None:
+    """Write ``payload`` as JSON to ``path`` atomically ('-' means stdout).
+
+    A temporary file beside ``path`` is renamed over it, so a reader never sees half a report
+    and a failed write leaves the old file alone. Errors become a one-line UsageError.
+    """
+    text = json.dumps(payload, indent=2, sort_keys=sort_keys, default=float, allow_nan=allow_nan) + "\n"
     if path == "-":
         print(text, end="")
         return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -26,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from jaxcalc.bench import FULL, QUICK, format_report, run_bench, select
     from jaxcalc.cli import UsageError
+    from jaxcalc.cli._common import write_json
 
     try:
         select(args.only)
@@ -46,13 +46,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_report(report))
     if args.json:
-        tmp = args.json + ".tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(report.to_dict(), fh, indent=2)
-                fh.write("\n")
-            os.replace(tmp, args.json)
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.json}: {exc.strerror}") from None
+        write_json(args.json, report.to_dict(), sort_keys=False)  # workloads in run order
         print(f"wrote {args.json}")
     return 0

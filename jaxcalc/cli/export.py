@@ -24,15 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxcalc.cases import REGISTRY, UnknownCaseError, get_case
     from jaxcalc.cli import UsageError
+    from jaxcalc.cli._common import select_cases
     from jaxcalc.oracle.export import ExportError, export_golden
     from jaxcalc.oracle.reference import DisagreementError, Reference
 
-    try:
-        cases = [get_case(n) for n in dict.fromkeys(args.cases)] if args.cases else list(REGISTRY.values())
-    except UnknownCaseError as exc:
-        raise UsageError(str(exc)) from None
+    cases = select_cases(args.cases)
     start = time.perf_counter()
     if not args.json:
         print(f"{'case':24} {'output':>10} {'hand vs auto':>13} {'f32 error':>10} {'f32 tol':>8}")

@@ -8,7 +8,6 @@ jaxcalc train --epochs 50 --checkpoint run.npz && jaxcalc train --resume run.npz
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -112,13 +111,9 @@ def _config(args: argparse.Namespace, stored: Any) -> Any:
 
 
 def _write_log(path: str, report: dict[str, Any]) -> None:
-    from jaxcalc.checkpoint import atomic_write
+    from jaxcalc.cli._common import write_json
 
-    text = json.dumps(report, indent=1) + "\n"
-    try:
-        atomic_write(path, lambda f: f.write(text.encode()))
-    except OSError as exc:
-        raise UsageError(f"cannot write log {path!r}: {exc.strerror or exc}") from None
+    write_json(path, report)
 
 
 def run(args: argparse.Namespace) -> int:

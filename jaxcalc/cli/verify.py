@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex
-import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the CLI keeps heavy imports inside run()
@@ -104,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(golden: GoldenSet, program: Program, args: argparse.Namespace, label: str) -> list[CaseResult]:
     """Verify every selected case, printing rows as they come; write the JSON report if asked."""
-    from jaxcalc.cli import UsageError
+    from jaxcalc.cli._common import write_json
     from jaxcalc.oracle import verify as v
 
     quiet = args.json == "-"
@@ -133,16 +131,10 @@ def _run(golden: GoldenSet, program: Program, args: argparse.Namespace, label: s
             "failed": sum(r.verdict == "FAIL" for r in results),
             "skipped": sum(r.verdict == "skip" for r in results),
         }
-        text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n"
-        if quiet:
-            sys.stdout.write(text)
-        else:
-            try:
-                with open(args.json, "w", encoding="utf-8") as f:
-                    f.write(text)
-            except OSError as exc:
-                print(line)
-                raise UsageError(f"cannot write {args.json}: {exc.strerror}") from None
+        if not quiet:
+            print(line)
+        write_json(args.json, report, allow_nan=False)
+        return results
     if not quiet:
         print(line)
     return results
