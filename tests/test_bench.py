@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcalc.bench import QUICK, BenchConfig, compile_jitted, time_call, time_calls
+from jaxcalc.bench import QUICK, WORKLOADS, BenchConfig, compile_jitted, time_call, time_calls
 from jaxcalc.bench.batched import blocked_descent, inner_loop_elements
 from jaxcalc.bench.descent import python_descent
 from jaxcalc.bench.harness import Timing
@@ -125,7 +125,7 @@ def _figures(obj):
 
 def test_cli_quick_json_report_has_machine_versions_units_and_correct_results(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    rc = main(["bench", "--quick", "--only", "batched_descent", "seed_descent", "--json", str(out)])
+    rc = main(["bench", "--quick", "--json", str(out)])  # every workload, at quick sizes
     assert rc == 0
     text = capsys.readouterr().out
     assert "seed_descent" in text and "compile time of each jitted step" in text
@@ -135,14 +135,16 @@ def test_cli_quick_json_report_has_machine_versions_units_and_correct_results(tm
     assert report["machine"]["backend"] == jax.default_backend()
     assert {"jax", "jaxlib", "numpy", "python", "jaxcalc"} <= set(report["versions"])
     assert report["settings"]["dtype"] == "float32" and report["settings"]["matmul_precision"]
-    assert list(report["workloads"]) == ["seed_descent", "batched_descent"]  # registry order
+    assert list(report["workloads"]) == list(WORKLOADS)  # all of them, in registry order
+    for name, workload in report["workloads"].items():
+        assert workload["rows"] and workload["compile"] is not None, name
     figures = list(_figures(report))
     assert len(figures) > 50
     for f in figures:
         assert f["unit"] in UNITS, f
         assert f["value"] is None or isinstance(f["value"], (int, float))
         if "min" in f:
-            assert f["min"] <= f["value"] <= f["max"] and f["repeats"] == QUICK.repeats
+            assert f["min"] <= f["value"] <= f["max"] and f["repeats"] in (QUICK.repeats, QUICK.gc_repeats)
     assert report["limits"]["dependent FMA chain latency"]["unit"] == "ns/FMA"
 
     seed = report["workloads"]["seed_descent"]
