@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +13,7 @@ from jaxcalc.cases import REGISTRY, get_case
 from jaxcalc.cases.attention import self_attention_vjp
 from jaxcalc.cases.layers import LAYERNORM_EPS, _normalize, _sum_leading
 from jaxcalc.cases.softmax import softmax
-from jaxcalc.checks import CHECKS, check_case, check_cases, check_function
+from jaxcalc.checks import CHECKS, check_case, check_function
 from jaxcalc.numerics import reference_mode
 from jaxcalc.testing import assert_grads
 
@@ -25,15 +24,9 @@ def _by_check(report):
     return {r.check: r for r in report.results}
 
 
-@functools.cache
-def _catalogue_reports() -> dict:
-    """Every case checked once in float64 (cases overlap their compilation across threads)."""
-    return {case.name: report for case, report in check_cases(CASES, dtype="float64")}
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_case_passes_every_check_float64(case):
-    report = _catalogue_reports()[case.name]
+    report = check_case(case, dtype="float64")
     assert report.passed, report.format()
     checks = _by_check(report)
     # The core witnesses always run; handwritten VJP vs autodiff at 1e-10, FD at 1e-6.
