@@ -96,22 +96,15 @@ def _kink(ctx: Context, tangents: tuple[jax.Array, ...]) -> bool:
     return float(jnp.max(jnp.abs(left - right))) / scale > KINK_RATIO
 
 
-def _split_flat(vec: np.ndarray, ctx: Context) -> tuple[np.ndarray, ...]:
-    """Split a flat vector over all differentiable inputs into one array per input."""
-    out, start = [], 0
-    for x in ctx.diff:
-        out.append(vec[start : start + x.size].reshape(x.shape))
-        start += x.size
-    return tuple(out)
-
-
-def _unflatten_columns(jac: jax.Array, ctx: Context, out_shape: tuple[int, ...]) -> list[jax.Array]:
-    """Split a (*out, n_total) Jacobian into one (*out, *in_shape) block per diff input."""
+def _split_columns(jac: np.ndarray, ctx: Context, out_shape: tuple[int, ...] = ()) -> tuple[np.ndarray, ...]:
+    """Split the last axis (one entry per element of all diff inputs, flattened in order) into one
+    array per input: a (*out, n_total) Jacobian becomes (*out, *in_shape) blocks, a flat vector
+    (``out_shape=()``) one array per input."""
     blocks, start = [], 0
     for x in ctx.diff:
         blocks.append(jac[..., start : start + x.size].reshape(out_shape + x.shape))
         start += x.size
-    return blocks
+    return tuple(blocks)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -185,23 +178,23 @@ def _checks(ctx: Context, vjp, jvp, chain, mode: str):
 
     if "jfd" in w:
         jnames = [f"J_{n}" for n in ctx.names]
-        rev_b = _unflatten_columns(w["jrev"], ctx, out_shape)
-        fd_b = _unflatten_columns(w["jfd"], ctx, out_shape)
+        rev_b = _split_columns(w["jrev"], ctx, out_shape)
+        fd_b = _split_columns(w["jfd"], ctx, out_shape)
         res = _result(ctx, "jacobian_fd", "finite-diff", "jacrev", _compare_named(fd_b, rev_b, jnames), "fd")
         if res.status == "FAIL":
             # Probe the worst column alone: a kink there explains the disagreement.
             diff = np.abs(w["jfd"] - w["jrev"]).reshape(-1, n_in)
             e = np.zeros(n_in, ctx.dtype)
             e[int(np.argmax(diff.max(axis=0)))] = 1.0
-            if _kink(ctx, _split_flat(e, ctx)):
+            if _kink(ctx, _split_columns(e, ctx)):
                 res = res._replace(status="kink")
         yield res
         if "jfwd" in w:
-            fwd_b = _unflatten_columns(w["jfwd"], ctx, out_shape)
+            fwd_b = _split_columns(w["jfwd"], ctx, out_shape)
             worst = _compare_named(fwd_b, rev_b, jnames)
             yield _result(ctx, "jacobian_modes", "jacfwd", "jacrev", worst, "exact")
         if hw_vjp is not None:
-            fd_vjp = _split_flat(np.tensordot(ctx.ct, w["jfd"], axes=ctx.ct.ndim), ctx)
+            fd_vjp = _split_columns(np.tensordot(ctx.ct, w["jfd"], axes=ctx.ct.ndim), ctx)
             worst = _compare_named(hw_vjp, fd_vjp, dnames)
             res_vjp = _result(ctx, "vjp_fd", "handwritten", "finite-diff", worst, "fd")
             if res_vjp.status == "FAIL" and res.status == "kink":
