@@ -46,11 +46,18 @@ def write_json(path: str, payload: Any, *, allow_nan: bool = True, sort_keys: bo
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except OSError as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def select_cases(names: list[str] | None):
