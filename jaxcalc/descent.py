@@ -27,8 +27,9 @@ class Trajectory(NamedTuple):
     losses: jax.Array
 
 
+@partial(jax.jit, static_argnums=0)
 def descent_step(loss: Callable[[PyTree], jax.Array], params: PyTree, lr: float) -> PyTree:
-    """One step w <- w - lr * grad loss(w), by autodiff."""
+    """One jitted step w <- w - lr * grad loss(w), by autodiff (compiled once per loss and shapes)."""
     return update(params, jax.grad(loss)(params), lr)
 
 

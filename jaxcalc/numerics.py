@@ -24,7 +24,6 @@ __all__ = [
     "FLOAT_DTYPES",
 ]
 
-FLOAT_DTYPES = ("float64", "float32")
 
 # Normwise relative tolerances, keyed by dtype, never scaled by array size.
 #   exact: two exact derivative computations (handwritten vs autodiff, jacfwd vs jacrev,
@@ -34,6 +33,8 @@ TOLERANCES: dict[str, dict[str, float]] = {
     "float64": {"exact": 1e-10, "fd": 1e-6},
     "float32": {"exact": 2e-4, "fd": 2e-2},
 }
+
+FLOAT_DTYPES = tuple(TOLERANCES)
 
 _TINY = 1e-30
 
