@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import jax
+import ml_dtypes
 import numpy as np
 
 __all__ = [
@@ -22,29 +24,98 @@ __all__ = [
     "fd_base_step",
     "reference_mode",
     "FLOAT_DTYPES",
+    "LOW_PRECISION_DTYPES",
+    "COLUMNS",
+    "Column",
+    "column",
+    "np_dtype",
 ]
 
 
-# Normwise relative tolerances, keyed by dtype, never scaled by array size.
-#   exact: two exact derivative computations (handwritten vs autodiff, jacfwd vs jacrev,
-#          dot-product identity, Hessian symmetry); differ only by round-off.
-#   fd:    a derivative vs a 5-point central finite difference (truncation + round-off).
-TOLERANCES: dict[str, dict[str, float]] = {
-    "float64": {"exact": 1e-10, "fd": 1e-6},
-    "float32": {"exact": 2e-4, "fd": 2e-2},
+# The dtype columns, in one table: every dtype list in jaxcalc derives from it (FLOAT_DTYPES).
+#   exact:  tolerance between two exact derivative computations in this dtype (handwritten vs
+#           autodiff, jacfwd vs jacrev, dot-product identity, Hessian symmetry): round-off only.
+#   fd:     a derivative vs a 5-point central finite difference (truncation + round-off); None
+#           where finite differences are meaningless (the step falls below eps): low precision
+#           compares against float64 instead.
+#   low:    a low-precision column: inputs are rounded to the dtype first, the reference is
+#           float64 on the rounded inputs, and the tolerance is calibrated per instance and
+#           output as ``factor * (error of a straightforward JAX evaluation in the dtype, float32
+#           accumulation) + floor * (rounding error of the reference in the dtype)``, the rule of
+#           FlashAttention's tests.
+#   factor, floor, cap: the calibrated rule's constants. For float32 the export measures the
+#           float32 error the same way and takes min(max(factor * error, floor), cap).
+@dataclass(frozen=True)
+class Column:
+    """One precision column: its tolerances and how its calibrated tolerance is derived."""
+
+    name: str
+    exact: float
+    fd: float | None
+    low: bool = False
+    factor: float = 1.0
+    floor: float = 0.0
+    cap: float | None = None
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The NumPy dtype (``ml_dtypes.bfloat16`` for bfloat16)."""
+        return np_dtype(self.name)
+
+    @property
+    def eps(self) -> float:
+        """Machine epsilon of the dtype."""
+        return float(ml_dtypes.finfo(self.dtype).eps)
+
+
+COLUMNS: dict[str, Column] = {
+    c.name: c
+    for c in (
+        Column("float64", exact=1e-10, fd=1e-6),
+        # float32: the export's tolerance is min(max(10 x measured float32 error, 1e-5), 5e-4);
+        # the cap stays below 1e-3 so that a gradient off by a factor 1.001 fails.
+        Column("float32", exact=2e-4, fd=2e-2, factor=10.0, floor=1e-5, cap=5e-4),
+        # bfloat16 (8 mantissa bits) and float16 (11): 3 x the same-precision JAX error plus twice
+        # the reference's own rounding error in the dtype.
+        Column("bfloat16", exact=3e-2, fd=None, low=True, factor=3.0, floor=2.0),
+        Column("float16", exact=4e-3, fd=None, low=True, factor=3.0, floor=2.0),
+    )
 }
 
-FLOAT_DTYPES = tuple(TOLERANCES)
+# Backwards-compatible view: {dtype: {"exact": ..., "fd": ...}}.
+TOLERANCES: dict[str, dict[str, float | None]] = {n: {"exact": c.exact, "fd": c.fd} for n, c in COLUMNS.items()}
+
+FLOAT_DTYPES = tuple(COLUMNS)
+LOW_PRECISION_DTYPES = tuple(n for n, c in COLUMNS.items() if c.low)
 
 _TINY = 1e-30
 
 
-def tolerance(dtype: str | np.dtype, kind: str) -> float:
-    """Return the tolerance of ``kind`` ('exact' or 'fd') for ``dtype``."""
-    name = np.dtype(dtype).name
-    if name not in TOLERANCES:
-        raise ValueError(f"no tolerances for dtype {name!r}; choose one of {FLOAT_DTYPES}")
-    return TOLERANCES[name][kind]
+def np_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` (a name such as 'bfloat16', or a dtype) as a NumPy dtype; bfloat16 via ml_dtypes."""
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(dtype)
+
+
+def column(dtype: Any) -> Column:
+    """The column of ``dtype``; raises ValueError naming the valid ones."""
+    name = np_dtype(dtype).name if not isinstance(dtype, str) or dtype not in COLUMNS else dtype
+    if name not in COLUMNS:
+        raise ValueError(f"no tolerances for dtype {name!r}; choose one of {', '.join(FLOAT_DTYPES)}")
+    return COLUMNS[name]
+
+
+def tolerance(dtype: Any, kind: str) -> float:
+    """Return the tolerance of ``kind`` ('exact' or 'fd') for ``dtype``.
+
+    Raises ValueError for 'fd' in a low-precision column, where finite differences are meaningless.
+    """
+    col = column(dtype)
+    tol = getattr(col, kind)
+    if tol is None:
+        raise ValueError(f"finite differences are meaningless in {col.name}; compare against float64")
+    return tol
 
 
 def fd_base_step(dtype: str | np.dtype) -> float:
@@ -66,10 +137,14 @@ class Comparison(NamedTuple):
         return "[" + ", ".join(str(i) for i in self.index) + "]"
 
 
-def compare(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike) -> Comparison:
-    """Compare ``a`` to reference ``b``: returns ||a - b||inf / max(||b||inf, tiny) and the worst element.
+def compare(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *, atol: float = 0.0) -> Comparison:
+    """Compare ``a`` to reference ``b``: ||a - b||inf / max(||b||inf, atol, tiny) and the worst element.
 
-    Non-finite values in ``a`` make the error infinite and point at the first bad element.
+    Non-finite truths are allowed: an infinity in ``b`` matched by the same infinity in ``a``
+    compares equal (error 0 there); any other non-finite value in ``a``, or a finite value where
+    ``b`` is infinite, makes the error infinite and points at the first such element. The norm
+    of ``b`` is taken over its finite entries. ``atol`` is an absolute floor of the scale, so an
+    exactly-zero truth does not turn round-off into an infinite relative error.
     Raises ValueError if the shapes differ.
     """
     a = np.asarray(a, dtype=np.float64)
@@ -78,15 +153,17 @@ def compare(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike) -> Comparison:
         raise ValueError(f"shape {a.shape} does not match reference shape {b.shape}")
     if a.size == 0:
         return Comparison(0.0, (), 0.0, 0.0, True)
-    bad = ~np.isfinite(a)
+    fin_b = np.isfinite(b)
+    same = (a == b) & ~fin_b  # matching infinities
+    bad = (~np.isfinite(a) | ~fin_b) & ~same
     if bad.any():
         flat = int(np.flatnonzero(bad)[0])
         idx = tuple(int(i) for i in np.unravel_index(flat, a.shape))
         return Comparison(float("inf"), idx, float(a[idx]), float(b[idx]), False)
-    diff = np.abs(a - b)
+    diff = np.where(fin_b, np.abs(np.where(fin_b, a, 0.0) - np.where(fin_b, b, 0.0)), 0.0)
     flat = int(np.argmax(diff))
     idx = tuple(int(i) for i in np.unravel_index(flat, a.shape))
-    scale = max(float(np.max(np.abs(b))), _TINY)
+    scale = max(float(np.max(np.abs(np.where(fin_b, b, 0.0)))), float(atol), _TINY)
     return Comparison(float(diff[idx]) / scale, idx, float(a[idx]), float(b[idx]), True)
 
 
@@ -97,6 +174,6 @@ def reference_mode(dtype: str | np.dtype = "float64") -> Iterator[None]:
     Nothing is changed outside the ``with`` block, so importing or calling jaxcalc never
     flips ``jax_enable_x64`` for the caller.
     """
-    x64 = np.dtype(dtype) == np.float64 or bool(jax.config.jax_enable_x64)
+    x64 = np_dtype(dtype) == np.float64 or bool(jax.config.jax_enable_x64)
     with jax.enable_x64(x64), jax.default_matmul_precision("highest"):
         yield
