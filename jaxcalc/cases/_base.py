@@ -330,6 +330,11 @@ class Case:
     * ``sizes``: named dims per size; ``golden`` is the DESIGN §3 table and the default.
     * ``regimes``: per regime (besides 'typical'), the samplers that replace an input's.
     * ``settings``: the fixed parameters of the math (n_heads, eps, slopes), the same at every size.
+    * ``stages(inputs, ct)`` (optional, composite cases): the composite's sub-ops as instances of
+      existing cases, a list of ``(stage, case_name, stage_inputs, stage_cotangent)`` where the
+      inputs are the composite's real intermediate values (float64 host arrays, keyed by the
+      stage case's input names) and the cotangent is the real cotangent flowing into that
+      sub-op's output during the composite's backward pass. Exported as ``<composite>.<stage>``.
     """
 
     name: str
@@ -343,6 +348,7 @@ class Case:
     sizes: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     regimes: Mapping[str, Mapping[str, Sampler]] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
+    stages: Callable[[Mapping[str, Any], Any], list[tuple[str, str, dict, Any]]] | None = None
 
     def __post_init__(self) -> None:
         sizes = {"golden": {}, **{k: dict(v) for k, v in self.sizes.items()}}
