@@ -90,10 +90,9 @@ def describe(mask: np.ndarray) -> Location:
     plural, singular = _axis_words(mask.ndim, axis)
     where = f"{_span(plural, singular, lo, hi)} of {n}"
     right = [(a, b) for a, b in ((0, lo - 1), (hi + 1, n - 1)) if a <= b]
-    if len(right) == 2:
+    rest = " and ".join(_span(plural, singular, a, b) for a, b in right) + " right"
+    if len(right) == 2 and right[0][0] < right[0][1] and right[1][0] < right[1][1]:
         rest = f"{plural} {right[0][0]}–{right[0][1]} and {right[1][0]}–{right[1][1]} right"
-    else:
-        rest = _span(plural, singular, *right[0]) + " right"
     note, tile = _edge_note(lo, hi, n)
     box = np.zeros(mask.shape, dtype=bool)
     sl = [slice(None)] * mask.ndim

@@ -296,6 +296,8 @@ def _repeated_ids(ctx: _Ctx, th: Mapping[str, float]) -> Diagnosis | None:
             continue
         counts = np.bincount(ids.ravel(), minlength=v)
         rep = counts >= 2
+        if not (counts == 1).any():
+            continue  # no id seen once: nothing shows that single ids are right and repeats are not
         wrong_rows = ctx.wrong.reshape(v, -1).any(axis=1)
         if not (wrong_rows.any() and (wrong_rows <= rep).all()):
             continue
@@ -408,7 +410,7 @@ HYPOTHESES: tuple[Hypothesis, ...] = (
         "repeated_ids",
         _repeated_ids,
         {},
-        "every wrong row of a table gradient is an id that occurs twice or more",
+        "every wrong row of a table gradient is an id that occurs twice or more, and some id occurs once",
     ),
     Hypothesis(
         "partial_zeros",
