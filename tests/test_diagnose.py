@@ -239,3 +239,48 @@ def test_hypotheses_are_data_and_a_new_one_is_one_entry():
     assert diagnose(g, e).kind != "shift"
     d = diagnose(g, e, hypotheses=(*HYPOTHESES, Hypothesis("shift", shifted, {}, "a constant added")))
     assert d.kind == "shift" and d.fields["shift"] == pytest.approx(0.5)
+
+
+# ----------------------------------------------------------------------------- in the verify report
+
+_BUGGY_IMPL = """
+import numpy as np
+
+def mse(inputs, ct):
+    p, t = inputs["pred"], inputs["target"]
+    g = 2 * ct * (t - p) / p.size  # sign flipped
+    return np.mean((p - t) ** 2), {"pred": g, "target": -g}
+
+def embedding(inputs, ct):
+    ids, table = inputs["ids"], inputs["table"]
+    g = np.zeros_like(table)
+    g[ids] = ct  # repeats overwrite instead of summing
+    return table[ids], {"table": g}
+
+def linear(inputs, ct):
+    x, W, b = inputs["x"], inputs["W"], inputs["b"]
+    return x @ W + b, {"x": ct @ W.T, "W": ct.T @ x, "b": ct.sum(0)}  # dW transposed
+"""
+
+
+def test_verify_prints_a_diagnosis_under_each_failing_row(tmp_path, cli):
+    from jaxcalc.oracle.export import export_golden
+
+    export_golden(tmp_path / "g", [instance(n) for n in ("mse", "embedding", "linear")], workers=1)
+    impl = tmp_path / "buggy.py"
+    impl.write_text(_BUGGY_IMPL)
+    rc, out, err = cli("verify", tmp_path / "g", "--impl", impl, "--json", tmp_path / "r.json")
+    assert rc == 1, out + err
+    rows = out.splitlines()
+    sign = [k for k, r in enumerate(rows) if r.startswith("mse ") and "vjp pred " in r and "<--" in r]
+    assert sign and "diagnosis: sign flipped" in rows[sign[0] + 1]
+    assert any(
+        r.startswith("embedding ") and "diagnosis: wrong only at ids repeated in 'ids'" in r for r in rows
+    )
+    assert "vjp W: shape [5, 3], expected [3, 5]: transposed" in out
+    assert not any("diagnosis" in r for r in rows if r.startswith("mse ") and "value" in r)
+    data = json.loads((tmp_path / "r.json").read_text())
+    q = {(c["instance"], x["name"]): x for c in data["instances"] for x in c["quantities"]}
+    assert q[("mse", "vjp pred")]["diagnosis"]["kind"] == "sign_flip"
+    assert q[("embedding", "vjp table")]["diagnosis"]["kind"] == "repeated_ids"
+    assert q[("mse", "value")]["diagnosis"] is None
