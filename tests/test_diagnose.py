@@ -284,3 +284,21 @@ def test_verify_prints_a_diagnosis_under_each_failing_row(tmp_path, cli):
     assert q[("mse", "vjp pred")]["diagnosis"]["kind"] == "sign_flip"
     assert q[("embedding", "vjp table")]["diagnosis"]["kind"] == "repeated_ids"
     assert q[("mse", "value")]["diagnosis"] is None
+
+
+def test_assert_grads_names_a_sign_flipped_weight_gradient():
+    from jaxcalc.testing import assert_grads
+
+    rng = np.random.default_rng(3)
+    x, W = rng.normal(size=(4, 3)), rng.normal(size=(3, 5))
+
+    def grad(x, W):  # planted: the weight gradient of sum(tanh(x W)) negated
+        u = 1 - jnp.tanh(x @ W) ** 2
+        return u @ W.T, -(x.T @ u)
+
+    with jax.enable_x64(True), pytest.raises(AssertionError) as info:
+        assert_grads(lambda x, W: jnp.sum(jnp.tanh(x @ W)), (x, W), grad_fn=grad, mode="fast")
+    lines = str(info.value).splitlines()
+    k = next(i for i, r in enumerate(lines) if " vjp " in r and "FAIL" in r)
+    assert "diagnosis: darg1: sign flipped" in lines[k + 1]
+    assert not any("diagnosis" in r for r in lines if " pass " in r)
