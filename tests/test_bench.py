@@ -155,6 +155,10 @@ def test_cli_quick_json_report_has_machine_versions_units_and_correct_results(tm
     for row in seed["rows"]:
         if "error" in row["figures"]:  # every variant lands on x0 * 0.8^n
             assert row["figures"]["error"]["value"] < 1e-5, row
+    errors = {r["name"]: r["figures"].get("error") for r in seed["rows"]}
+    assert errors["20 steps: fused scan"] is not None and errors["20 steps: python"] is not None
+    assert errors["1000000 steps: fused scan"] is None  # x0 * 0.8^n underflows: no relative error
+    assert errors["1000000 steps: python"] is None
     assert all(isinstance(t["met"], bool) and t["op"] == ">=" for t in seed["targets"])
     assert seed["compile"] and all(c["unit"] == "s" and c["value"] > 0 for c in seed["compile"].values())
 
@@ -180,6 +184,29 @@ def test_bad_only_name_is_a_one_line_usage_error(capsys):
 def test_unwritable_json_path_is_refused_before_running(tmp_path, capsys):
     assert main(["bench", "--quick", "--json", str(tmp_path / "missing" / "r.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_verdicts_are_withheld_when_medians_have_too_few_repeats():
+    from jaxcalc.bench.report import MIN_VERDICT_REPEATS, Row, Target, WorkloadResult, figure, withhold_thin_verdicts
+
+    def result(repeats):
+        t = Timing(median=1.0, q1=1.0, q3=1.0, min=1.0, max=1.0, repeats=repeats, number=1)
+        rows = [Row("a", {"time": figure(t, "s")}), Row("ref", {"throughput": figure(2.0, "GFLOP/s")})]
+        return WorkloadResult("w", "t", {}, rows, {}, [Target("a vs b", 0.5, ">=", 10.0, "x")], [])
+
+    thin = withhold_thin_verdicts(result(1)).targets[0]
+    assert thin.met is None and thin.to_dict()["met"] is None
+    assert "not enough repeats for a verdict" in thin.line() and "NOT met" not in thin.line()
+    enough = withhold_thin_verdicts(result(MIN_VERDICT_REPEATS)).targets[0]
+    assert enough.met is False and enough.line().endswith("NOT met")
+
+
+def test_normal_steps_is_where_the_closed_form_leaves_the_normal_range():
+    from jaxcalc.bench.descent import X0, normal_steps
+
+    for dtype in ("float32", "float64", "bfloat16"):
+        n, tiny = normal_steps(dtype), float(jnp.finfo(dtype).tiny)
+        assert X0 * 0.8**n >= tiny > X0 * 0.8 ** (n + 1)
 
 
 def test_figure_json_never_holds_nan():
