@@ -187,7 +187,14 @@ def test_unwritable_json_path_is_refused_before_running(tmp_path, capsys):
 
 
 def test_verdicts_are_withheld_when_medians_have_too_few_repeats():
-    from jaxcalc.bench.report import MIN_VERDICT_REPEATS, Row, Target, WorkloadResult, figure, withhold_thin_verdicts
+    from jaxcalc.bench.report import (
+        MIN_VERDICT_REPEATS,
+        Row,
+        Target,
+        WorkloadResult,
+        figure,
+        withhold_thin_verdicts,
+    )
 
     def result(repeats):
         t = Timing(median=1.0, q1=1.0, q3=1.0, min=1.0, max=1.0, repeats=repeats, number=1)

@@ -137,9 +137,8 @@ class WorkloadResult(NamedTuple):
 def withhold_thin_verdicts(result: WorkloadResult) -> WorkloadResult:
     """``result`` with every target's verdict withheld when any of its timings has fewer than
     :data:`MIN_VERDICT_REPEATS` samples (the targets are ratios of those timings' medians)."""
-    counts = [
-        int(f.spread["repeats"]) for r in result.rows for f in r.figures.values() if f.spread and "repeats" in f.spread
-    ]
+    spreads = [f.spread for r in result.rows for f in r.figures.values() if f.spread]
+    counts = [int(s["repeats"]) for s in spreads if "repeats" in s]
     if not counts or min(counts) >= MIN_VERDICT_REPEATS:
         return result
     why = f"medians of {min(counts)} sample(s); a verdict needs {MIN_VERDICT_REPEATS}"
