@@ -136,7 +136,8 @@ def read_verify(r: dict, dtype: str) -> dict:
     report = read_json(f"{tmp}/verify_{dtype}.json")
     if not report:
         return {"status": status_of(r)}
-    failed = [c["case"] for c in report["cases"] if c.get("verdict") not in ("pass", "skip", "skipped")]
+    entries = report.get("instances", report.get("cases", []))  # golden format 2 verifies instances
+    failed = [c.get("instance", c.get("case")) for c in entries if c.get("verdict") not in ("pass", "skip")]
     return {"status": status_of(r), "result": report["summary"], "failed": failed}
 
 
@@ -204,11 +205,15 @@ for i, (name, share, argv, env, read) in enumerate(steps):
     timeout = max(5.0, left * share / sum(s[1] for s in steps[i:]))
     print(f"[gpu_check] {name} (at most {timeout:.0f} s)", file=sys.stderr, flush=True)
     r = run(argv, timeout, env)
+    try:
+        found = read(r)
+    except (KeyError, TypeError, ValueError) as exc:  # a report whose layout this script does not know
+        found = {"status": f"FAILED: cannot read its report ({type(exc).__name__}: {exc})"}
     shown = " ".join("python" if a == py else a.replace(tmp, "$TMP") for a in argv)
     shown = shown.replace(DEVICE_PROBE, "'<print jax.devices()[0] as JSON>'")
     env_text = " ".join(f"{k}={v}" for k, v in (env or {}).items())
     entry = {"step": name, "command": f"{env_text} {shown}".strip(), "wall_s": r["wall_s"], "rc": r["rc"]}
-    entry.update(read(r))
+    entry.update(found)
     if entry["status"] != "ok" and not entry["status"].startswith("unavailable"):
         entry["stderr_tail"] = r["stderr"][-2000:]
     results.append(entry)
