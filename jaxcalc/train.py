@@ -42,6 +42,7 @@ __all__ = [
     "TrainConfig",
     "TrainState",
     "model_sizes",
+    "n_parameters",
     "make_optimizer",
     "init_state",
     "backward_fn",
@@ -80,6 +81,11 @@ class TrainState(NamedTuple):
 def model_sizes(config: TrainConfig, n_features: int, n_classes: int) -> tuple[int, ...]:
     """Layer widths (D, H_1, ..., K) of the MLP."""
     return (int(n_features), *(int(h) for h in config.hidden), int(n_classes))
+
+
+def n_parameters(sizes: tuple[int, ...]) -> int:
+    """Weights and biases of an MLP with layer widths ``sizes``."""
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -121,9 +127,11 @@ def validate(config: TrainConfig, n_train: int, n_features: int, n_classes: int)
     if config.epochs < 0 or config.devices < 1 or not config.hidden or min(config.hidden) < 1:
         raise ValueError("epochs must be >= 0, devices >= 1 and every hidden width >= 1")
     sizes = model_sizes(config, n_features, n_classes)
-    n_params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    n_params = n_parameters(sizes)
     if n_params > MAX_PARAMETERS:
-        raise ValueError(f"a {'-'.join(map(str, sizes))} MLP has {n_params:,} parameters, more than {MAX_PARAMETERS:,}")
+        raise ValueError(
+            f"a {'-'.join(map(str, sizes))} MLP has {n_params:,} parameters, more than {MAX_PARAMETERS:,}"
+        )
 
 
 def make_epoch(config: TrainConfig, n_train: int, mesh: Mesh) -> Callable[..., tuple[Params, Any, jax.Array]]:
@@ -138,7 +146,9 @@ def make_epoch(config: TrainConfig, n_train: int, mesh: Mesh) -> Callable[..., t
 
 
 @functools.lru_cache(maxsize=16)
-def _make_epoch(config: TrainConfig, n_train: int, mesh: Mesh) -> Callable[..., tuple[Params, Any, jax.Array]]:
+def _make_epoch(
+    config: TrainConfig, n_train: int, mesh: Mesh
+) -> Callable[..., tuple[Params, Any, jax.Array]]:
     if n_train // config.batch_size < 1:
         raise ValueError(f"batch size {config.batch_size} exceeds the {n_train} training examples")
     optimizer, backward = make_optimizer(config), backward_fn(config.grad)
@@ -221,7 +231,8 @@ def train(
         )
     if jax.process_count() > 1 and config.devices != jax.device_count():
         raise DeviceCountError(
-            f"a run of {jax.process_count()} processes uses all {jax.device_count()} devices, not {config.devices}"
+            f"a run of {jax.process_count()} processes uses all {jax.device_count()} devices, "
+            f"not {config.devices}"
         )
     if state is None:
         state = init_state(config, data.n_features, data.n_classes)
