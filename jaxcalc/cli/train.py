@@ -301,7 +301,8 @@ def _supervise(args: argparse.Namespace) -> int:
 
     The child's Python ``sys.stdout`` and ``sys.stderr`` write to this process's own; its
     file descriptors 1 and 2, where the C++ runtime and gloo write, are a pipe read here
-    (the last RUNTIME_LOG_KEEP bytes are kept). SIGTERM and SIGHUP are passed on; SIGINT reaches the child from the terminal.
+    (the last RUNTIME_LOG_KEEP bytes are kept). SIGTERM and SIGHUP are passed on; SIGINT
+    reaches the child from the terminal.
     """
     sys.stdout.flush()
     out_fd, err_fd = os.dup(1), os.dup(2)
