@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from jaxcalc import fd
-from jaxcalc.cases import REGISTRY, activations, functions, layers, losses
+from jaxcalc.cases import REGISTRY, activations, functions, instance, layers, losses
 from jaxcalc.cases import softmax as sm
 from jaxcalc.numerics import compare, reference_mode, tolerance
 
@@ -94,7 +94,7 @@ def _assert_close(a, b, tol: float, what: str) -> None:
 def test_golden_shapes(name):
     case = REGISTRY[name]
     shapes, out = GOLDEN[name]
-    assert {i.name: i.shape for i in case.inputs} == shapes
+    assert instance(case).shapes == shapes
     assert case.output_shape() == out
     assert case.description and case.tags
 

@@ -17,13 +17,39 @@ from jaxcalc.cases import (  # noqa: F401, I001
     optim_step,
 )
 from jaxcalc.cases._base import (
+    DEFAULT_SIZES,
+    MAX_INSTANCE_ELEMENTS,
+    REGIMES,
     REGISTRY,
+    SIZES,
     Case,
     Input,
+    Instance,
+    SpecError,
     UnknownCaseError,
     case_names,
     get_case,
+    instance,
+    instances,
+    parse_instance_id,
     register,
 )
 
-__all__ = ["REGISTRY", "Case", "Input", "UnknownCaseError", "case_names", "get_case", "register"]
+__all__ = [
+    "DEFAULT_SIZES",
+    "MAX_INSTANCE_ELEMENTS",
+    "REGIMES",
+    "REGISTRY",
+    "SIZES",
+    "Case",
+    "Input",
+    "Instance",
+    "SpecError",
+    "UnknownCaseError",
+    "case_names",
+    "get_case",
+    "instance",
+    "instances",
+    "parse_instance_id",
+    "register",
+]

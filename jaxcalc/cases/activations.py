@@ -15,7 +15,16 @@ import jax.numpy as jnp
 from jax.scipy.special import erf
 from jax.typing import ArrayLike
 
-from jaxcalc.cases._base import Case, Input, Sampler, away_from_zero, normal, register
+from jaxcalc.cases._base import (
+    Case,
+    Input,
+    Sampler,
+    away_from_zero,
+    large_magnitude,
+    normal,
+    register,
+    tiny_magnitude,
+)
 
 __all__ = [
     "LEAKY_SLOPE",
@@ -45,9 +54,11 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def sigmoid(x: ArrayLike) -> jax.Array:
-    """sigma(x) = 1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2 so it never overflows."""
+    """sigma(x) = 1 / (1 + exp(-x)), as e / (1 + e) with e = exp(-|x|) on the side that cannot
+    overflow, so it stays finite and keeps full relative accuracy for large negative x."""
     x = jnp.asarray(x)
-    return 0.5 * (1.0 + jnp.tanh(0.5 * x))
+    e = jnp.exp(-jnp.abs(x))
+    return jnp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def sigmoid_grad(x: ArrayLike) -> jax.Array:
@@ -145,7 +156,13 @@ def gelu_erf_grad(x: ArrayLike) -> jax.Array:
 
 # ----------------------------------------------------------------------------- cases
 
-_SHAPE = (3, 5)
+_SHAPE = ("m", "n")
+# tiles: rows past 64 and a row length that is no multiple of 32
+_SIZES = {"golden": {"m": 3, "n": 5}, "tiles": {"m": 67, "n": 33}, "large": {"m": 1024, "n": 1024}}
+# large: arguments of both signs out to 1000, past where exp overflows; tiny: near 1e-5, where
+# exp-based formulas cancel. Kinked functions keep away from the kink, so they get no 'tiny'.
+_SMOOTH = {"large": {"x": large_magnitude()}, "tiny": {"x": tiny_magnitude()}}
+_KINKED = {"large": {"x": large_magnitude(0.5, 1000.0)}}
 
 
 def _elementwise_case(
@@ -155,6 +172,7 @@ def _elementwise_case(
     df: Callable[[ArrayLike], jax.Array],
     sampler: Sampler,
     tags: tuple[str, ...] = (),
+    regimes: dict | None = None,
 ) -> Case:
     """An elementwise case: diagonal Jacobian diag(f'(x)), so VJP = ct f'(x) and JVP = f'(x) t."""
     return register(
@@ -166,13 +184,15 @@ def _elementwise_case(
             vjp=lambda p, ct: (ct * df(p[0]),),
             jvp=lambda p, t: df(p[0]) * t[0],
             tags=("elementwise", "activation", *tags),
+            sizes=_SIZES,
+            regimes=_SMOOTH if regimes is None else regimes,
         )
     )
 
 
 _elementwise_case("sigmoid", "1 / (1 + exp(-x)), elementwise", sigmoid, sigmoid_grad, normal(2.0))
 _elementwise_case("tanh", "tanh(x), elementwise", tanh, tanh_grad, normal(1.5))
-_elementwise_case("relu", "max(x, 0), elementwise (kink at 0)", relu, relu_grad, away_from_zero(), ("kink",))
+_elementwise_case("relu", "max(x, 0), elementwise (kink at 0)", relu, relu_grad, away_from_zero(), ("kink",), _KINKED)
 _elementwise_case(
     "leaky_relu",
     "x if x > 0 else 0.01 x, elementwise (kink at 0)",
@@ -180,6 +200,7 @@ _elementwise_case(
     leaky_relu_grad,
     away_from_zero(),
     ("kink",),
+    _KINKED,
 )
 _elementwise_case("softplus", "log(1 + exp(x)), elementwise", softplus, softplus_grad, normal(2.0))
 _elementwise_case("silu", "x sigmoid(x), elementwise", silu, silu_grad, normal(2.0))

@@ -19,12 +19,14 @@ gradients sum over them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
-from jaxcalc.cases._base import Case, Input, normal, register
+from jaxcalc.cases._base import Case, Input, fan_in, normal, register, std_uniform, subkey
 from jaxcalc.cases.softmax import softmax, softmax_vjp
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "self_attention_vjp",
     "causal_self_attention",
     "causal_self_attention_vjp",
+    "padded_attention",
+    "padded_attention_vjp",
 ]
 
 
@@ -193,10 +197,14 @@ register(
         name="attention",
         description="softmax(q k^T / sqrt(3)) v over the keys: q (4,3), k (6,3), v (6,5) -> (4,5)",
         inputs=(
-            Input("q", (4, 3), normal(1.0)),
-            Input("k", (6, 3), normal(1.0)),
-            Input("v", (6, 5), normal(1.0)),
+            Input("q", ("Tq", "d"), normal(1.0)),
+            Input("k", ("Tk", "d"), normal(1.0)),
+            Input("v", ("Tk", "dv"), normal(1.0)),
         ),
+        # tiles: query and key lengths past 64 and 128-tiles (FlashAttention's sweep uses 113 x 203
+        # and head dims 59, 111), head dims no multiple of 32; large: T = 1024, d_head = 64
+        sizes={"golden": {"Tq": 4, "Tk": 6, "d": 3, "dv": 5}, "tiles": {"Tq": 113, "Tk": 203, "d": 59, "dv": 17},
+               "large": {"Tq": 1024, "Tk": 1024, "d": 64, "dv": 64}},
         forward=attention,
         vjp=lambda p, ct: attention_vjp(*p, ct),
         chain=lambda p: (
@@ -208,7 +216,7 @@ register(
 )
 
 # Weights ~ N(0, 1/fan_in) keep Q, K, V at unit scale, as in a freshly initialised transformer.
-_W = normal(8**-0.5)
+_W = fan_in()
 register(
     Case(
         name="causal_self_attention",
@@ -217,12 +225,15 @@ register(
             "V = x Wv, position i sees j <= i; heads concatenated, then Wo: x (5,8) -> (5,8)"
         ),
         inputs=(
-            Input("x", (5, 8), normal(1.0)),
-            Input("Wq", (8, 8), _W),
-            Input("Wk", (8, 8), _W),
-            Input("Wv", (8, 8), _W),
-            Input("Wo", (8, 8), _W),
+            Input("x", ("T", "D"), normal(1.0)),
+            Input("Wq", ("D", "D"), _W),
+            Input("Wk", ("D", "D"), _W),
+            Input("Wv", ("D", "D"), _W),
+            Input("Wo", ("D", "D"), _W),
         ),
+        settings={"n_heads": 2},
+        # tiles: T = 129 puts keys past one 32-, 64- and 128-tile of the causal mask; head size 17
+        sizes={"golden": {"T": 5, "D": 8}, "tiles": {"T": 129, "D": 34}, "large": {"T": 1024, "D": 128}},
         forward=causal_self_attention,
         vjp=lambda p, ct: causal_self_attention_vjp(*p, ct),
         # inner: x -> stack([Q, K, V]) (3, 5, 8); outer: the masked multi-head attention and Wo
@@ -231,5 +242,82 @@ register(
             lambda x: jnp.stack([x @ w for w in p[1:4]]),
         ),
         tags=("composite", "attention"),
+    )
+)
+
+
+# ----------------------------------------------------------------------------- padded attention
+
+
+def padded_attention(q: ArrayLike, k: ArrayLike, v: ArrayLike, mask: ArrayLike) -> jax.Array:
+    """softmax over the visible keys of q k^T / sqrt(d), times v; mask (Tq, Tk) bool, True = visible.
+
+    A query row that sees no key (fully masked: padding) gives zeros, never NaN: (..., Tq, dv).
+    """
+    q, k, v, mask = jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(mask)
+    a = _padded_weights(q, k, mask)
+    return jnp.einsum("...qk,...kv->...qv", a, v)
+
+
+def _padded_weights(q: jax.Array, k: jax.Array, mask: jax.Array) -> jax.Array:
+    """The attention weights: softmax over visible keys, rows without one all zero."""
+    alive = jnp.any(mask, axis=-1, keepdims=True)
+    # a dead row gets every key visible for the softmax (finite, no NaN), then is zeroed
+    s = _scores(q, k, mask | ~alive)
+    return jnp.where(alive, softmax(s), 0.0)
+
+
+def padded_attention_vjp(
+    q: ArrayLike, k: ArrayLike, v: ArrayLike, mask: ArrayLike, ct: ArrayLike
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(dq, dk, dv): as masked attention, with every gradient of a fully masked row zero."""
+    q, k, v, mask, ct = (jnp.asarray(a) for a in (q, k, v, mask, ct))
+    alive = jnp.any(mask, axis=-1, keepdims=True)
+    s = _scores(q, k, mask | ~alive)
+    a = jnp.where(alive, softmax(s), 0.0)
+    dv = jnp.einsum("...qk,...qv->...kv", a, ct)  # out = A v
+    da = jnp.einsum("...qv,...kv->...qk", ct, v)
+    ds = jnp.where(alive, softmax_vjp(s, da), 0.0) / math.sqrt(q.shape[-1])
+    return jnp.einsum("...qk,...kd->...qd", ds, k), jnp.einsum("...qk,...qd->...kd", ds, q), dv
+
+
+def _padding_mask(dead_rows: bool) -> Callable:
+    """Key-padding masks: query i sees the first L_i keys (L_i >= 1, random); with ``dead_rows``
+    every fourth query row (from row 1) sees no key at all."""
+
+    def sample(key: jax.Array, shape: tuple[int, ...], dims: object = None) -> np.ndarray:
+        tq, tk = shape
+        lengths = 1 + np.floor(tk * std_uniform(subkey(key, 0), (tq,))).astype(np.int64)
+        lengths = np.minimum(lengths, tk)
+        if tq >= 2:
+            lengths[0] = tk  # one row sees every key
+        mask = np.arange(tk)[None, :] < lengths[:, None]
+        if dead_rows:
+            mask[1::4] = False
+        return mask
+
+    return sample
+
+
+register(
+    Case(
+        name="padded_attention",
+        description=(
+            "softmax over visible keys of q k^T / sqrt(d), times v; mask (Tq, Tk) bool with a key-padding "
+            "length per query; a fully masked query row gives zeros: q (4,3), k (6,3), v (6,5) -> (4,5)"
+        ),
+        inputs=(
+            Input("q", ("Tq", "d"), normal(1.0)),
+            Input("k", ("Tk", "d"), normal(1.0)),
+            Input("v", ("Tk", "dv"), normal(1.0)),
+            Input("mask", ("Tq", "Tk"), _padding_mask(False), kind="mask"),
+        ),
+        sizes={"golden": {"Tq": 4, "Tk": 6, "d": 3, "dv": 5}, "tiles": {"Tq": 65, "Tk": 129, "d": 33, "dv": 17},
+               "large": {"Tq": 1024, "Tk": 1024, "d": 64, "dv": 64}},
+        # masked: whole query rows see no key; their outputs and gradients are exactly zero
+        regimes={"masked": {"mask": _padding_mask(True)}},
+        forward=padded_attention,
+        vjp=lambda p, ct: padded_attention_vjp(*p, ct),
+        tags=("attention", "mask"),
     )
 )

@@ -131,7 +131,7 @@ def _nonsymmetric_positive_definite() -> Sampler:
     So 1/2 x^T A x + b^T x has one minimum, x* = -(1/2 (A + A^T))^{-1} b, for Newton's method.
     """
 
-    def sample(key: jax.Array, shape: tuple[int, ...]) -> np.ndarray:
+    def sample(key: jax.Array, shape: tuple[int, ...], dims: object = None) -> np.ndarray:
         L = std_normal(subkey(key, 0), shape) / np.sqrt(shape[-1])
         M = std_normal(subkey(key, 1), shape)
         return L @ L.T + np.eye(shape[-1]) + 0.5 * (M - M.T)
@@ -145,7 +145,8 @@ register(
     Case(
         name="exp_sin",
         description="exp(sin(x)), elementwise",
-        inputs=(Input("x", (5,), uniform(-3.0, 3.0)),),
+        inputs=(Input("x", ("n",), uniform(-3.0, 3.0)),),
+        sizes={"golden": {"n": 5}, "tiles": {"n": 1025}, "large": {"n": 1 << 20}},
         forward=exp_sin,
         vjp=lambda p, ct: (ct * exp_sin_grad(p[0]),),
         jvp=lambda p, t: exp_sin_grad(p[0]) * t[0],
@@ -158,7 +159,9 @@ register(
     Case(
         name="rosenbrock",
         description="sum_i 100 (x[i+1] - x[i]**2)**2 + (1 - x[i])**2",
-        inputs=(Input("x", (6,), uniform(-1.5, 1.5)),),
+        inputs=(Input("x", ("n",), uniform(-1.5, 1.5)),),
+        # tiles: a sum over more than 2,048 terms (a float16 counter stalls at 2,048)
+        sizes={"golden": {"n": 6}, "tiles": {"n": 2051}, "large": {"n": 1 << 20}},
         forward=rosenbrock,
         vjp=lambda p, ct: (ct[..., None] * rosenbrock_grad(p[0]),),
         jvp=lambda p, t: jnp.sum(rosenbrock_grad(p[0]) * t[0], axis=-1),
@@ -171,10 +174,12 @@ register(
         name="quadratic_form",
         description="1/2 x^T A x + b^T x, A not symmetric",
         inputs=(
-            Input("A", (4, 4), _nonsymmetric_positive_definite()),
-            Input("b", (4,)),
-            Input("x", (4,)),
+            Input("A", ("n", "n"), _nonsymmetric_positive_definite()),
+            Input("b", ("n",)),
+            Input("x", ("n",)),
         ),
+        # tiles: a matmul K not a multiple of 32 and past two 32-tiles
+        sizes={"golden": {"n": 4}, "tiles": {"n": 67}, "large": {"n": 1024}},
         forward=quadratic_form,
         vjp=lambda p, ct: quadratic_form_vjp(*p, ct),
         jvp=lambda p, t: quadratic_form_jvp(*p, *t),

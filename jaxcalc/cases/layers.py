@@ -11,7 +11,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxcalc.cases._base import Case, Input, Sampler, integers, normal, register, uniform
+from jaxcalc.cases._base import (
+    Case,
+    Input,
+    Sampler,
+    fan_in,
+    ids_with_repeats,
+    integers,
+    normal,
+    offset_rows,
+    register,
+    uniform,
+)
 
 __all__ = [
     "LAYERNORM_EPS",
@@ -172,19 +183,6 @@ def embedding_jvp(ids: ArrayLike, table: ArrayLike, ttable: ArrayLike) -> jax.Ar
     return jnp.asarray(ttable)[jnp.asarray(ids)]
 
 
-def _ids_with_repeats(n: int) -> Sampler:
-    """Integer ids in [0, n) whose last id always repeats the first, so accumulation is exercised."""
-    draw = integers(n)
-
-    def sample(key: jax.Array, shape: tuple[int, ...]) -> np.ndarray:
-        flat = np.array(draw(key, shape)).reshape(-1)
-        if flat.size >= 2:
-            flat[-1] = flat[0]
-        return flat.reshape(shape)
-
-    return sample
-
-
 # ----------------------------------------------------------------------------- cases
 
 register(
@@ -192,10 +190,16 @@ register(
         name="layernorm",
         description="gamma (x - mu) / sqrt(var + 1e-5) + beta; mu, var (biased) over the last axis",
         inputs=(
-            Input("x", (4, 6), normal(2.0, 0.5)),
-            Input("gamma", (6,), uniform(0.5, 1.5)),
-            Input("beta", (6,)),
+            Input("x", ("N", "D"), normal(2.0, 0.5)),
+            Input("gamma", ("D",), uniform(0.5, 1.5)),
+            Input("beta", ("D",)),
         ),
+        settings={"eps": 1e-5},
+        # tiles: rows past 64 and a row length past 64 that is no multiple of 32
+        sizes={"golden": {"N": 4, "D": 6}, "tiles": {"N": 65, "D": 67}, "large": {"N": 512, "D": 1024}},
+        # offset: rows at +-1e4 with spread 1 (a one-pass variance cancels); tiny: spread 1e-4, a
+        # variance of 1e-8 far below eps
+        regimes={"offset": {"x": offset_rows(1e4, 1.0)}, "tiny": {"x": normal(1e-4, 0.5)}},
         forward=layernorm,
         vjp=lambda p, ct: layernorm_vjp(*p, ct),
         jvp=lambda p, t: layernorm_jvp(*p, *t),
@@ -207,7 +211,11 @@ register(
     Case(
         name="rmsnorm",
         description="gamma x / sqrt(mean(x**2) + 1e-6) over the last axis",
-        inputs=(Input("x", (4, 6), normal(1.5)), Input("gamma", (6,), uniform(0.5, 1.5))),
+        inputs=(Input("x", ("N", "D"), normal(1.5)), Input("gamma", ("D",), uniform(0.5, 1.5))),
+        settings={"eps": 1e-6},
+        sizes={"golden": {"N": 4, "D": 6}, "tiles": {"N": 65, "D": 67}, "large": {"N": 512, "D": 1024}},
+        # tiny: mean(x**2) of 1e-10, far below eps
+        regimes={"tiny": {"x": normal(1e-5)}},
         forward=rmsnorm,
         vjp=lambda p, ct: rmsnorm_vjp(*p, ct),
         jvp=lambda p, t: rmsnorm_jvp(*p, *t),
@@ -219,7 +227,10 @@ register(
     Case(
         name="linear",
         description="x W + b",
-        inputs=(Input("x", (4, 3)), Input("W", (3, 5)), Input("b", (5,))),
+        inputs=(Input("x", ("N", "K")), Input("W", ("K", "M"), fan_in()), Input("b", ("M",))),
+        # tiles: every matmul axis straddles a 32 / 64 tile, K past two 32-tiles
+        sizes={"golden": {"N": 4, "K": 3, "M": 5}, "tiles": {"N": 65, "K": 67, "M": 33},
+               "large": {"N": 1024, "K": 1024, "M": 1024}},
         forward=linear,
         vjp=lambda p, ct: linear_vjp(*p, ct),
         jvp=lambda p, t: linear_jvp(*p, *t),
@@ -231,7 +242,11 @@ register(
     Case(
         name="embedding",
         description="table[ids], ids (6) with repeats in [0, 5); the VJP accumulates repeated ids",
-        inputs=(Input("ids", (6,), _ids_with_repeats(5), integer=True), Input("table", (5, 4))),
+        inputs=(Input("ids", ("n",), ids_with_repeats("V", 3, high=True), kind="int"), Input("table", ("V", "D"))),
+        # tiles: a vocabulary past 32,768 (ids no longer fit int16), an id repeated 3 times and the
+        # largest id present
+        sizes={"golden": {"n": 6, "V": 5, "D": 4}, "tiles": {"n": 67, "V": 32771, "D": 1},
+               "large": {"n": 4096, "V": 50257, "D": 64}},
         forward=embedding,
         vjp=lambda p, ct: embedding_vjp(*p, ct),
         jvp=lambda p, t: embedding_jvp(p[0], p[1], t[0]),

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcalc.cases._base import Case, Input, binary, integers, normal, register
+from jaxcalc.cases._base import Case, Input, binary, integers, large_rows, normal, register
 from jaxcalc.cases.activations import sigmoid, softplus
 from jaxcalc.cases.softmax import log_softmax, softmax
 
@@ -228,7 +228,9 @@ register(
     Case(
         name="least_squares",
         description="mean((X w + b - y)**2)",
-        inputs=(Input("X", (8, 3)), Input("w", (3,)), Input("b", ()), Input("y", (8,))),
+        inputs=(Input("X", ("N", "k")), Input("w", ("k",)), Input("b", ()), Input("y", ("N",))),
+        # tiles: a mean over more than 2,048 rows (a float16 counter stalls at 2,048)
+        sizes={"golden": {"N": 8, "k": 3}, "tiles": {"N": 2053, "k": 3}, "large": {"N": 65536, "k": 64}},
         forward=least_squares,
         vjp=lambda p, ct: least_squares_vjp(*p, ct),
         jvp=lambda p, t: least_squares_jvp(*p, *t),
@@ -241,7 +243,10 @@ register(
     Case(
         name="logistic_regression",
         description="mean(softplus(z) - y z), z = X w + b, y in {0, 1}",
-        inputs=(Input("X", (8, 3)), Input("w", (3,)), Input("b", ()), Input("y", (8,), binary())),
+        inputs=(Input("X", ("N", "k")), Input("w", ("k",)), Input("b", ()), Input("y", ("N",), binary())),
+        sizes={"golden": {"N": 8, "k": 3}, "tiles": {"N": 2053, "k": 3}, "large": {"N": 65536, "k": 64}},
+        # large: scores z = X w + b out to about +-1000, past where exp(z) overflows
+        regimes={"large": {"X": normal(300.0)}},
         forward=logistic_regression,
         vjp=lambda p, ct: logistic_regression_vjp(*p, ct),
         jvp=lambda p, t: logistic_regression_jvp(*p, *t),
@@ -254,7 +259,10 @@ register(
     Case(
         name="softmax_cross_entropy",
         description="mean over rows of -log softmax(logits)[label]",
-        inputs=(Input("logits", (4, 7), normal(2.0)), Input("labels", (4,), integers(7), integer=True)),
+        inputs=(Input("logits", ("N", "C"), normal(2.0)), Input("labels", ("N",), integers("C"), kind="int")),
+        # tiles: rows over a class axis longer than 2,048 and no multiple of 32
+        sizes={"golden": {"N": 4, "C": 7}, "tiles": {"N": 3, "C": 2051}, "large": {"N": 512, "C": 32768}},
+        regimes={"large": {"logits": large_rows()}},
         forward=softmax_cross_entropy,
         vjp=lambda p, ct: (softmax_cross_entropy_vjp(*p, ct),),
         jvp=lambda p, t: softmax_cross_entropy_jvp(*p, t[0]),
@@ -267,7 +275,8 @@ register(
     Case(
         name="mse",
         description="mean((pred - target)**2)",
-        inputs=(Input("pred", (4, 3)), Input("target", (4, 3))),
+        inputs=(Input("pred", ("N", "k")), Input("target", ("N", "k"))),
+        sizes={"golden": {"N": 4, "k": 3}, "tiles": {"N": 65, "k": 33}, "large": {"N": 4096, "k": 1024}},
         forward=mse,
         vjp=lambda p, ct: mse_vjp(*p, ct),
         jvp=lambda p, t: mse_jvp(*p, *t),
@@ -279,7 +288,9 @@ register(
     Case(
         name="kl_divergence",
         description="mean over rows of sum_j p_j (log p_j - log q_j), p, q = softmax of each logits",
-        inputs=(Input("p_logits", (3, 5), normal(1.5)), Input("q_logits", (3, 5), normal(1.5))),
+        inputs=(Input("p_logits", ("r", "n"), normal(1.5)), Input("q_logits", ("r", "n"), normal(1.5))),
+        sizes={"golden": {"r": 3, "n": 5}, "tiles": {"r": 2, "n": 2051}, "large": {"r": 512, "n": 4096}},
+        regimes={"large": {"p_logits": large_rows(), "q_logits": large_rows(3.0)}},
         forward=kl_divergence,
         vjp=lambda p, ct: kl_divergence_vjp(*p, ct),
         jvp=lambda p, t: kl_divergence_jvp(*p, *t),

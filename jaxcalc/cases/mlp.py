@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 from jax.typing import ArrayLike
 
-from jaxcalc.cases._base import Case, Input, integers, normal, register
+from jaxcalc.cases._base import Case, Input, fan_in, integers, normal, register
 from jaxcalc.cases.activations import gelu_tanh, gelu_tanh_grad
 from jaxcalc.cases.layers import linear, linear_vjp
 from jaxcalc.cases.losses import softmax_cross_entropy, softmax_cross_entropy_vjp
@@ -72,14 +72,17 @@ register(
             "W1 (5,7), b1 (7), W2 (7,3), b2 (3) -> ()"
         ),
         inputs=(
-            Input("x", (8, 5), normal(1.0)),
-            Input("labels", (8,), integers(3), integer=True),
+            Input("x", ("N", "I"), normal(1.0)),
+            Input("labels", ("N",), integers("C"), kind="int"),
             # weights ~ N(0, 1/fan_in): pre-activations and logits of unit scale, softmax not saturated
-            Input("W1", (5, 7), normal(5**-0.5)),
-            Input("b1", (7,), normal(0.1)),
-            Input("W2", (7, 3), normal(7**-0.5)),
-            Input("b2", (3,), normal(0.1)),
+            Input("W1", ("I", "H"), fan_in()),
+            Input("b1", ("H",), normal(0.1)),
+            Input("W2", ("H", "C"), fan_in()),
+            Input("b2", ("C",), normal(0.1)),
         ),
+        # tiles: batch rows past 64 and every matmul axis straddling a 32-tile
+        sizes={"golden": {"N": 8, "I": 5, "H": 7, "C": 3}, "tiles": {"N": 65, "I": 33, "H": 67, "C": 17},
+               "large": {"N": 1024, "I": 784, "H": 1024, "C": 10}},
         forward=mlp,
         vjp=lambda p, ct: mlp_vjp(*p, ct),
         # inner: x -> hidden activations (8, 7); outer: hidden -> loss

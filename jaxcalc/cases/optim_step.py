@@ -113,11 +113,15 @@ register(
             "-> stack [p', m', v'] (3, 5)"
         ),
         inputs=(
-            Input("p", (5,), normal(1.0)),
-            Input("g", (5,), normal(1.0)),
-            Input("m", (5,), normal(0.2)),
-            Input("v", (5,), uniform(1e-3, 4e-3)),
+            Input("p", ("n",), normal(1.0)),
+            Input("g", ("n",), normal(1.0)),
+            Input("m", ("n",), normal(0.2)),
+            Input("v", ("n",), uniform(1e-3, 4e-3)),
         ),
+        settings={"lr": ADAM_LR, "b1": ADAM_B1, "b2": ADAM_B2, "eps": ADAM_EPS, "step": ADAM_STEP},
+        sizes={"golden": {"n": 5}, "tiles": {"n": 2051}, "large": {"n": 1 << 20}},
+        # tiny: gradients of 1e-9 and second moments of 1e-19, where sqrt(v_hat) meets eps = 1e-8
+        regimes={"tiny": {"g": normal(1e-9), "m": normal(2e-10), "v": uniform(1e-19, 4e-19)}},
         forward=adam_step,
         vjp=lambda prim, ct: adam_step_vjp(*prim, ct),
         jvp=lambda prim, t: adam_step_jvp(*prim, t),

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcalc.cases._base import Case, Input, normal, register
+from jaxcalc.cases._base import Case, Input, large_rows, normal, register, with_neg_inf
 
 __all__ = [
     "softmax",
@@ -97,13 +97,20 @@ def log_softmax_jvp(x: ArrayLike, t: ArrayLike) -> jax.Array:
 
 # ----------------------------------------------------------------------------- cases
 
-_X = (Input("x", (3, 7), normal(2.0)),)
+_X = (Input("x", ("r", "n"), normal(2.0)),)
+# tiles: rows longer than 64 and a reduction over more than 2,048 entries, no multiple of 32
+SOFTMAX_SIZES = {"golden": {"r": 3, "n": 7}, "tiles": {"r": 2, "n": 2051}, "large": {"r": 512, "n": 4096}}
+# large: rows at +-1000 (exp overflows) and rows spread over more than 1000 (exp underflows);
+# masked: -inf entries (at least one per row, never a whole row), where the truth is exactly 0
+SOFTMAX_REGIMES = {"large": {"x": large_rows()}, "masked": {"x": with_neg_inf(normal(2.0))}}
 
 register(
     Case(
         name="softmax",
         description="y = exp(x - max) / sum exp(x - max) over the last axis",
         inputs=_X,
+        sizes=SOFTMAX_SIZES,
+        regimes=SOFTMAX_REGIMES,
         forward=softmax,
         vjp=lambda p, ct: (softmax_vjp(p[0], ct),),
         jvp=lambda p, t: softmax_jvp(p[0], t[0]),
@@ -116,6 +123,8 @@ register(
         name="log_softmax",
         description="x - logsumexp(x) over the last axis",
         inputs=_X,
+        sizes=SOFTMAX_SIZES,
+        regimes=SOFTMAX_REGIMES,
         forward=log_softmax,
         vjp=lambda p, ct: (log_softmax_vjp(p[0], ct),),
         jvp=lambda p, t: log_softmax_jvp(p[0], t[0]),
@@ -128,6 +137,8 @@ register(
         name="logsumexp",
         description="log sum_j exp(x_j) over the last axis, (3, 7) -> (3)",
         inputs=_X,
+        sizes=SOFTMAX_SIZES,
+        regimes=SOFTMAX_REGIMES,
         forward=logsumexp,
         vjp=lambda p, ct: (logsumexp_vjp(p[0], ct),),
         jvp=lambda p, t: logsumexp_jvp(p[0], t[0]),

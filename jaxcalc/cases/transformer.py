@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcalc.cases._base import Case, Input, normal, register, uniform
+from jaxcalc.cases._base import Case, Input, fan_in, normal, register, uniform
 from jaxcalc.cases.activations import gelu_tanh, gelu_tanh_grad
 from jaxcalc.cases.attention import causal_self_attention, causal_self_attention_vjp
 from jaxcalc.cases.layers import layernorm, layernorm_vjp, linear, linear_vjp
@@ -134,7 +134,6 @@ def transformer_block_vjp(primals: tuple, ct: ArrayLike, n_heads: int = 2) -> tu
 
 # ----------------------------------------------------------------------------- case
 
-_D, _F = 8, 16
 register(
     Case(
         name="transformer_block",
@@ -143,21 +142,25 @@ register(
             "out = h + gelu_tanh(layernorm2(h) W1 + b1) W2 + b2: x (5,8), W1 (8,16), W2 (16,8) -> (5,8)"
         ),
         inputs=(
-            Input("x", (5, _D), normal(1.0)),
-            Input("ln1_gamma", (_D,), uniform(0.5, 1.5)),
-            Input("ln1_beta", (_D,), normal(0.1)),
+            Input("x", ("T", "D"), normal(1.0)),
+            Input("ln1_gamma", ("D",), uniform(0.5, 1.5)),
+            Input("ln1_beta", ("D",), normal(0.1)),
             # weights ~ N(0, 1/fan_in): activations of unit scale, softmax not saturated
-            Input("Wq", (_D, _D), normal(_D**-0.5)),
-            Input("Wk", (_D, _D), normal(_D**-0.5)),
-            Input("Wv", (_D, _D), normal(_D**-0.5)),
-            Input("Wo", (_D, _D), normal(_D**-0.5)),
-            Input("ln2_gamma", (_D,), uniform(0.5, 1.5)),
-            Input("ln2_beta", (_D,), normal(0.1)),
-            Input("W1", (_D, _F), normal(_D**-0.5)),
-            Input("b1", (_F,), normal(0.1)),
-            Input("W2", (_F, _D), normal(_F**-0.5)),
-            Input("b2", (_D,), normal(0.1)),
+            Input("Wq", ("D", "D"), fan_in()),
+            Input("Wk", ("D", "D"), fan_in()),
+            Input("Wv", ("D", "D"), fan_in()),
+            Input("Wo", ("D", "D"), fan_in()),
+            Input("ln2_gamma", ("D",), uniform(0.5, 1.5)),
+            Input("ln2_beta", ("D",), normal(0.1)),
+            Input("W1", ("D", "F"), fan_in()),
+            Input("b1", ("F",), normal(0.1)),
+            Input("W2", ("F", "D"), fan_in()),
+            Input("b2", ("D",), normal(0.1)),
         ),
+        settings={"n_heads": 2, "eps": 1e-5},
+        # tiles: a sequence past two 32-tiles and one 64-tile, head size 17 (no multiple of 32)
+        sizes={"golden": {"T": 5, "D": 8, "F": 16}, "tiles": {"T": 67, "D": 34, "F": 67},
+               "large": {"T": 1024, "D": 128, "F": 512}},
         forward=transformer_block,
         vjp=lambda p, ct: transformer_block_vjp(p, ct),
         # inner: x -> h (attention sublayer); outer: h -> h + mlp(layernorm2(h))
