@@ -45,8 +45,13 @@ class Proc:
     """One `python -m jaxcalc train` process, its stdout and stderr read by threads."""
 
     def __init__(self, argv: list[str]) -> None:
-        env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-        env.pop("XLA_FLAGS", None)
+        env = {  # nothing that would make JAX detect a cluster of its own
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SLURM_", "OMPI_", "TPU_", "KUBERNETES_", "JAX_COORDINATOR"))
+            and k != "XLA_FLAGS"
+        }
+        env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "jaxcalc", "train", *argv],
             cwd=ROOT,
@@ -250,6 +255,12 @@ def test_process_id_out_of_range(launch):
     assert "--process-id 2 is out of range for --num-processes 2 (0..1)" in _one_error_line(bad)
     assert good.finish(60)[0] == 2
     assert "not every process connected to 127.0.0.1" in _one_error_line(good)
+
+
+def test_distributed_without_a_cluster_is_one_line(launch):
+    proc = launch(["--epochs", "1", "--distributed", "--dist-timeout", "1"])
+    assert proc.finish(60)[0] == 2
+    assert "found no multi-process run to join" in _one_error_line(proc)
 
 
 @pytest.mark.parametrize(

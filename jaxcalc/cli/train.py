@@ -307,7 +307,11 @@ def _supervise(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     out_fd, err_fd = os.dup(1), os.dup(2)
     read_fd, write_fd = os.pipe()
-    env = dict(os.environ, **{_WORKER_ENV: f"{out_fd},{err_fd}"})
+    import jaxcalc
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(jaxcalc.__file__)))
+    path = os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))
+    env = dict(os.environ, PYTHONPATH=path, **{_WORKER_ENV: f"{out_fd},{err_fd}"})  # this very jaxcalc
     try:
         child = subprocess.Popen(
             [sys.executable, "-m", "jaxcalc", *_worker_argv(args)],
@@ -531,7 +535,13 @@ def _worker(args: argparse.Namespace) -> int:
     code, who = 2, f"process {args.process_id}" if args.process_id is not None else "this process"
     try:
         flags = (args.coordinator, args.num_processes, args.process_id)
-        process, n_processes = initialize(*flags, timeout_s=args.dist_timeout)
+        try:
+            process, n_processes = initialize(*flags, timeout_s=args.dist_timeout)
+        except (ValueError, TypeError) as exc:  # raised before any connection is tried
+            raise UsageError(
+                "jax.distributed.initialize() found no multi-process run to join "
+                f"({' '.join(str(exc).split())[:120]}); give --coordinator, --num-processes and --process-id"
+            ) from None
         who = f"process {process}"
         code = _train(args, process, n_processes)
     except UsageError as exc:
