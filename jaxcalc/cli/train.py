@@ -43,7 +43,8 @@ MAX_DIST_TIMEOUT = 86_400  # seconds
 DEFAULT_DIST_TIMEOUT = 300  # seconds, as jax.distributed.initialize's own default
 RUNTIME_LOG_KEEP = 64 * 1024  # bytes of the runtime's C++ log a supervisor keeps for its one line
 
-_WORKER_ENV = "JAXCALC_TRAIN_WORKER"  # set in the supervised process: the fd of the real stderr
+_WORKER_ENV = "JAXCALC_TRAIN_WORKER"  # set in the supervised process: the fds of the real stdout, stderr
+_ERROR_MARK = "\x1ejaxcalc-error: "  # the supervised process's own error line, sent to its supervisor
 _CLUSTER_ENVS = {  # what jax.distributed.initialize() detects, and the variable giving the process count
     "SLURM": ("SLURM_NTASKS", ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID", "SLURM_LOCALID")),
     "Open MPI": ("OMPI_COMM_WORLD_SIZE", ("OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_RANK")),
@@ -347,15 +348,21 @@ def _supervise(args: argparse.Namespace) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     reader.join(timeout=5)
-    if code in (0, 2, 130):  # done, or the child printed its own line
-        return code
+    log = kept.decode("utf-8", "replace")
+    at = log.rfind(_ERROR_MARK)
+    if at >= 0:  # the child's own line, even when the runtime aborted it right after
+        own = log[at + len(_ERROR_MARK) :].split("\n", 1)[0]
+        print("error: " + own, file=sys.stderr, flush=True)
+        return 130 if code == 130 else 2
+    if code == 0:
+        return 0
     who = f"process {args.process_id}" if args.process_id is not None else "this process"
     if code < 0:
         name = signal.Signals(-code).name
-        reason = _runtime_reason(kept.decode("utf-8", "replace"), args) if name == "SIGABRT" else None
+        reason = _runtime_reason(log, args) if name == "SIGABRT" else None
         reason = reason or f"it was ended by {name}"
     else:
-        reason = _runtime_reason(kept.decode("utf-8", "replace"), args) or f"it exited with status {code}"
+        reason = _runtime_reason(log, args) or f"it exited with status {code}"
     print(f"error: {who} of the distributed run stopped: {reason}", file=sys.stderr, flush=True)
     return 2
 
@@ -532,7 +539,7 @@ def _worker(args: argparse.Namespace) -> int:
     _watch_parent()
     from jaxcalc.parallel import initialize
 
-    code, who = 2, f"process {args.process_id}" if args.process_id is not None else "this process"
+    code, who, line = 2, f"process {args.process_id}" if args.process_id is not None else "this process", None
     try:
         flags = (args.coordinator, args.num_processes, args.process_id)
         try:
@@ -545,13 +552,17 @@ def _worker(args: argparse.Namespace) -> int:
         who = f"process {process}"
         code = _train(args, process, n_processes)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        line = str(exc)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr, flush=True)
-        code = 130
+        code, line = 130, "interrupted"
     except Exception as exc:  # the runtime's errors (a collective failed because a peer died, ...)
         text = " ".join(str(exc).split())[:300] or type(exc).__name__
-        print(f"error: {who} of the distributed run stopped: {text}", file=sys.stderr, flush=True)
+        if "Gloo" in text or "Connection closed by peer" in text or "Connection reset" in text:
+            text = f"another process of the run died (a collective with it failed: {text})"
+        line = f"{who} of the distributed run stopped: {text}"
+    if line is not None:
+        # Through the supervisor, which prints it: one line, even if the runtime aborts us now.
+        os.write(2, (_ERROR_MARK + line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
     sys.stdout.flush()
     if code == 0:
         import jax
