@@ -81,6 +81,9 @@ def initialize(
     turns such an ending into one line.
     """
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # The preemption service catches SIGTERM (to announce a preemption at a sync point, which
+    # this loop has none of); without it SIGTERM ends a process, as it should.
+    jax.config.update("jax_enable_preemption_service", False)
     timeout_s = int(timeout_s)
     jax.distributed.initialize(
         coordinator_address=coordinator,

@@ -214,17 +214,28 @@ def _one_error_line(proc: Proc) -> str:
     return proc.err[0]
 
 
-@pytest.mark.parametrize("victim", [1, 0], ids=["worker_dies", "coordinator_dies"])
-def test_a_dead_process_ends_the_others(launch, victim):
+@pytest.mark.parametrize(
+    "victim, how",
+    [(1, "SIGKILL"), (0, "SIGKILL"), (1, "SIGTERM")],
+    ids=["worker_killed", "coordinator_killed", "worker_terminated"],
+)
+def test_a_dead_process_ends_the_others(launch, victim, how):
     argv = ["--epochs", "100000", *ARGS, "--dist-timeout", str(DIST_TIMEOUT)]
     procs = _cluster(launch, 2, argv)
     procs[0].wait_for("epoch    1", RUN_S)  # training is under way
-    procs[victim].kill()
+    if how == "SIGKILL":
+        procs[victim].kill()  # the process and its supervisor, without a word
+    else:
+        procs[victim].popen.send_signal(signal.SIGTERM)  # to the supervisor, which passes it on
+        assert procs[victim].finish(30)[0] == 2
+        assert f"process {victim} of the distributed run stopped: it was ended by SIGTERM" in _one_error_line(
+            procs[victim]
+        )
     survivor = procs[1 - victim]
     code, waited = survivor.finish(3 * DIST_TIMEOUT + 30)
     assert code == 2
     line = _one_error_line(survivor)
-    assert f"process {1 - victim}" in line and "distributed run stopped" in line
+    assert f"process {1 - victim} of the distributed run stopped: another process of the run died" in line
 
 
 def test_unreachable_coordinator(launch):
