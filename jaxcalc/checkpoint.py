@@ -11,7 +11,8 @@ Saving writes a temporary file ``.tmp-<pid>-<random>-<name>`` in the target's di
 flushes and fsyncs it, then ``os.replace``\\ s it over the target: a reader sees either the
 old file or the new one, never half of one, and a failed save leaves the old checkpoint
 untouched. A save killed by SIGKILL leaves its temporary behind; the next save to the same
-target removes every temporary of that target whose writer process no longer exists.
+target removes every temporary of that target whose writer process no longer exists (and
+those of older versions, which named none).
 Loading never unpickles and reads only regular files (never a FIFO or a device) of at most
 ``MAX_BYTES`` (archive and unpacked members alike); any unreadable, truncated, oversized
 or foreign file becomes one :class:`CheckpointError`.
@@ -73,8 +74,8 @@ def tree_arrays(name: str, tree: PyTree) -> dict[str, np.ndarray]:
 
 
 def _temporary_pattern(path: str) -> re.Pattern[str]:
-    # mkstemp's random part is 8 characters of [a-z0-9_]
-    return re.compile(r"\.tmp-(\d+)-[a-z0-9_]{8}-" + re.escape(os.path.basename(path)) + r"\Z")
+    # mkstemp's random part is 8 characters of [a-z0-9_]; earlier versions named no pid
+    return re.compile(r"\.tmp-(?:(\d+)-)?[a-z0-9_]{8}-" + re.escape(os.path.basename(path)) + r"\Z")
 
 
 def _alive(pid: int) -> bool:
@@ -90,7 +91,8 @@ def _alive(pid: int) -> bool:
 def remove_stale_temporaries(path: str | os.PathLike) -> list[str]:
     """Remove the temporaries that killed saves to ``path`` left beside it; returns their names.
 
-    A temporary is stale when the process named in it no longer exists (same host).
+    A temporary is stale when the process named in it no longer exists (same host), or when
+    it names no process (the format of older versions).
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -98,7 +100,8 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[str]:
     with contextlib.suppress(OSError):
         for name in os.listdir(directory):
             match = pattern.match(name)
-            if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            pid = int(match.group(1)) if match and match.group(1) else None
+            if match and (pid is None or (pid != os.getpid() and not _alive(pid))):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(directory, name))
                     removed.append(name)

@@ -286,8 +286,12 @@ def test_a_killed_save_leaves_a_temporary_the_next_save_removes(tmp_path):
     assert len(left) == 1 and re.fullmatch(r"\.tmp-\d+-\w{8}-ck\.npz", left[0]), left
     live = tmp_path / f".tmp-{os.getppid()}-abcdefgh-ck.npz"  # a writer that is still alive is left alone
     live.write_bytes(b"in progress")
+    (tmp_path / ".tmp-k3j_x9a2-ck.npz").write_bytes(b"old")  # an older version's, which names no writer
+    (tmp_path / ".tmp-k3j_x9a2-other.npz").write_bytes(b"another target's")
     checkpoint.save_train_state(target, init_state(SMALL, 64, 10), SMALL, [])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ck.npz", live.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["ck.npz", live.name, ".tmp-k3j_x9a2-other.npz"]
+    )
     assert checkpoint.load(target).meta["epoch"] == 0
 
 
