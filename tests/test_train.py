@@ -394,3 +394,17 @@ def test_progress_bar_on_a_terminal_keeps_log_lines_clean(tmp_path):
     assert all("\r" not in ln and "\x1b" not in ln for ln in lines)
     assert [ln.split()[1] for ln in lines if ln.startswith("epoch")] == ["1", "2", "3"]
     assert re.fullmatch(r"test accuracy: \d+\.\d%", lines[-1])
+
+
+def test_checkpoint_cap_is_on_the_total_unpacked_size(tmp_path, monkeypatch, cli):
+    path = tmp_path / "bomb.npz"
+    members = {f"m{i}": np.zeros(50_000, np.float32) for i in range(8)}  # 8 x 200 kB, compressing to little
+    np.savez_compressed(path, **members)
+    assert path.stat().st_size < 100_000
+    monkeypatch.setattr(checkpoint, "MAX_BYTES", 1_000_000)  # each member fits, their sum does not
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"unpacks to 1,60\d,\d{3} bytes, more than 1,000,000"
+    ):
+        checkpoint.load(path)
+    code, _, err = cli("train", "--epochs", "1", "--resume", path)
+    assert code == 2 and "unpacks to" in _one_line(err)
