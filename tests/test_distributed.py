@@ -214,6 +214,14 @@ def _one_error_line(proc: Proc) -> str:
     return proc.err[0]
 
 
+def test_an_unreadable_resume_stops_every_process_alike(launch, tmp_path):
+    missing = tmp_path / "missing.npz"  # process 0 reads it and tells the others
+    procs = _cluster(launch, 2, ["--epochs", "3", "--resume", str(missing)])
+    for p in procs:
+        assert p.finish(RUN_S)[0] == 2
+        assert f"checkpoint {str(missing)!r} does not exist" in _one_error_line(p)
+
+
 @pytest.mark.parametrize(
     "victim, how",
     [(1, "SIGKILL"), (0, "SIGKILL"), (1, "SIGTERM")],
