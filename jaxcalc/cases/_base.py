@@ -202,7 +202,7 @@ def large_rows(scale: float = 2.0) -> Sampler:
     return sample
 
 
-def large_magnitude(lo: float = 30.0, hi: float = 1000.0) -> Sampler:
+def large_magnitude(lo: float = 3.0, hi: float = 1000.0) -> Sampler:
     """Arguments of both signs with magnitudes log-uniform in [lo, hi]: past where exp(x) overflows
     (float32 at 89, float64 at 710) and where 1 + exp(-x) rounds to 1."""
 
