@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--hidden", "16", "--batch-size", "64", "--lr", "0.003", "--seed", "5"]
 CONFIG = TrainConfig(hidden=(16,), batch_size=64, lr=0.003, seed=5)
 RUN_S = 120  # the longest any launched process may run
-DIST_TIMEOUT = 6  # --dist-timeout of the failure tests
+DIST_TIMEOUT = 15  # --dist-timeout of the failure tests (a dead peer is seen sooner)
 
 
 def _free_port() -> int:
