@@ -25,7 +25,7 @@ __all__ = [
     "leaky_relu", "softplus", "silu", "gelu_tanh", "gelu_erf", "softmax", "log_softmax",
     "logsumexp", "softmax_cross_entropy", "mse", "kl_divergence", "layernorm", "rmsnorm",
     "linear", "embedding", "mlp", "attention", "causal_self_attention", "transformer_block",
-    "adam_step",
+    "adam_step", "padded_attention",
 ]  # fmt: skip
 
 Inputs = dict[str, np.ndarray]
@@ -261,6 +261,15 @@ def mlp(x: T, labels: T, W1: T, b1: T, W2: T, b2: T) -> T:
 def attention(q: T, k: T, v: T) -> T:
     """softmax(q k^T / sqrt d) v, by torch's scaled_dot_product_attention."""
     return F.scaled_dot_product_attention(q, k, v)
+
+
+@_autograd
+def padded_attention(q: T, k: T, v: T, mask: T) -> T:
+    """scaled_dot_product_attention with a boolean mask (True = visible); a query row that sees no
+    key would be NaN there, so its row attends to every key and is then zeroed."""
+    alive = mask.any(dim=-1, keepdim=True)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | ~alive)
+    return torch.where(alive, out, torch.zeros((), dtype=out.dtype))
 
 
 def _self_attention(x: T, Wq: T, Wk: T, Wv: T, Wo: T, heads: int = 2) -> T:

@@ -162,6 +162,7 @@ _SIZES = {"golden": {"m": 3, "n": 5}, "tiles": {"m": 5, "n": 67}, "large": {"m":
 # exp-based formulas cancel. Kinked functions keep away from the kink, so they get no 'tiny'.
 _SMOOTH = {"large": {"x": large_magnitude()}, "tiny": {"x": tiny_magnitude()}}
 _KINKED = {"large": {"x": large_magnitude(0.5, 1000.0)}}
+# (the kinked ones also keep 0.5 away from their kink at 0)
 
 
 def _elementwise_case(

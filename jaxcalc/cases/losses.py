@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcalc.cases._base import Case, Input, binary, integers, large_rows, normal, register
+from jaxcalc.cases._base import Case, Input, binary, integers, large_rows, large_scores, normal, register
 from jaxcalc.cases.activations import sigmoid, softplus
 from jaxcalc.cases.softmax import log_softmax, softmax
 
@@ -245,8 +245,8 @@ register(
         description="mean(softplus(z) - y z), z = X w + b, y in {0, 1}",
         inputs=(Input("X", ("N", "k")), Input("w", ("k",)), Input("b", ()), Input("y", ("N",), binary())),
         sizes={"golden": {"N": 8, "k": 3}, "tiles": {"N": 2049, "k": 2}, "large": {"N": 65536, "k": 64}},
-        # large: scores z = X w + b out to about +-1000, past where exp(z) overflows
-        regimes={"large": {"X": normal(300.0)}},
+        # large: scores z = X w + b of both signs out to +-1000, past where exp(z) overflows
+        regimes={"large": dict(zip(("X", "w"), large_scores(), strict=True)) | {"b": normal(0.1)}},
         forward=logistic_regression,
         vjp=lambda p, ct: logistic_regression_vjp(*p, ct),
         jvp=lambda p, t: logistic_regression_jvp(*p, *t),
