@@ -155,7 +155,7 @@ BUGS = [
         """, "softmax", False, "float32"),
 ]
 
-TARGETS = sorted({b[4] for b in BUGS} | {b[1] for b in BUGS})
+TARGETS = sorted({b[3] for b in BUGS} | {b[1] for b in BUGS})
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +200,95 @@ def test_correct_examples_pass_every_target(golden: Path, tmp_path: Path, capsys
     for case in sorted({b[1] for b in BUGS}):
         rows = _verify(golden, EXAMPLES / "numpy_impl.py", case, "float64", tmp_path, capsys)
         assert all(r["verdict"] == "pass" for r in rows.values()), rows
+
+
+# ----------------------------------------------------------------------------- low precision
+# PyTorch implementations computing in the column's dtype, each with one precision bug of the kind
+# kernels ship; the correct torch example passes the same instances (tests/test_examples.py).
+
+LOW_BUGS = [
+    ("reduction-accumulated-in-the-low-dtype", "softmax", """
+        @_autograd
+        def softmax(x):
+            e = torch.exp(x - x.max(-1, keepdim=True).values)
+            s = torch.zeros(x.shape[:-1] + (1,), dtype=x.dtype)
+            for j in range(x.shape[-1]):   # rounds to the dtype after every add
+                s = s + e[..., j:j + 1]
+            return e / s
+        """, "softmax@tiles"),
+    ("one-pass-variance", "layernorm", """
+        @_autograd
+        def layernorm(x, gamma, beta):
+            mu = x.mean(-1, keepdim=True)
+            var = (x * x).mean(-1, keepdim=True) - mu * mu
+            return gamma * (x - mu) / torch.sqrt(var + 1e-5) + beta
+        """, "layernorm~offset"),
+    ("scores-rounded-before-the-max-shift", "attention", """
+        @_autograd
+        def attention(q, k, v):
+            s = (q.float() @ k.float().T / math.sqrt(q.shape[-1])).to(q.dtype)   # scores in the low dtype
+            e = torch.exp(s - s.max(-1, keepdim=True).values)                     # exp of a rounded shift
+            return (e / e.sum(-1, keepdim=True)) @ v
+        """, "attention~large"),
+    ("log-of-softmax-in-the-low-dtype", "log_softmax", """
+        @_autograd
+        def log_softmax(x):
+            return torch.log(torch.softmax(x, -1))
+        """, "log_softmax~large"),
+    ("value-computed-in-float32", "softmax", """
+        _correct = softmax
+        def softmax(inputs, c):
+            value, vjp = _correct(inputs, c)
+            x = inputs["x"].astype(np.float32)
+            e = np.exp(x - x.max(-1, keepdims=True))
+            return e / e.sum(-1, keepdims=True), vjp   # float32, not rounded to the claimed dtype
+        """, "softmax"),
+    ("one-vjp-computed-in-float32", "linear", """
+        _correct = linear
+        def linear(inputs, c):
+            value, vjp = _correct(inputs, c)
+            x, cc = inputs["x"].astype(np.float32), np.asarray(c).astype(np.float32)
+            return value, {**vjp, "W": x.T @ cc}   # float32 accumulation, never rounded
+        """, "linear"),
+]
+
+LOW_TARGETS = sorted({b[3] for b in LOW_BUGS})
+
+
+@pytest.fixture(scope="module")
+def low_golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from jaxcalc.cases import parse_instance_id
+
+    dest = tmp_path_factory.mktemp("blind-low") / "golden"
+    export_golden(dest, [instance(*parse_instance_id(t)[:3]) for t in LOW_TARGETS])
+    return dest
+
+
+# Two (bug, column) pairs are not tested, and why: rows at 1e4 overflow a float16 sum, so the offset
+# instance does not apply in float16 (its reason says so); and scores of +-30 rounded to bfloat16
+# move the softmax by about as much as bfloat16 inputs do, so there the bug is within the column's
+# own resolution.
+NOT_CHECKABLE = {("one-pass-variance", "float16"), ("scores-rounded-before-the-max-shift", "bfloat16")}
+LOW_RUNS = [(b, d) for b in LOW_BUGS for d in ("bfloat16", "float16") if (b[0], d) not in NOT_CHECKABLE]
+
+
+@pytest.mark.parametrize(("bug", "dtype"), LOW_RUNS, ids=[f"{b[0]}-{d}" for b, d in LOW_RUNS])
+def test_low_precision_bug_fails(bug, dtype: str, low_golden: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("torch", reason="torch is not installed; the PyTorch example needs it")
+    _, case, source, target = bug
+    impl = _impl(tmp_path, "import torch\nfrom torch_impl import _autograd\n" + textwrap.dedent(source), "torch_impl")
+    rows = _verify(low_golden, impl, case, dtype, tmp_path, capsys)
+    row = rows[target]
+    if row["verdict"] == "skip":
+        pytest.fail(f"{target} is not applicable in {dtype}: {row['message']}")
+    assert row["verdict"] == "FAIL", row
+    if "float32" in bug[0]:
+        assert "computed in higher precision" in row["message"], row
+
+
+def test_correct_torch_passes_the_low_precision_targets(low_golden: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("torch", reason="torch is not installed; the PyTorch example needs it")
+    for dtype in ("bfloat16", "float16"):
+        for case in sorted({b[1] for b in LOW_BUGS}):
+            rows = _verify(low_golden, EXAMPLES / "torch_impl.py", case, dtype, tmp_path, capsys)
+            assert all(r["verdict"] != "FAIL" for r in rows.values()), rows

@@ -220,7 +220,10 @@ def large_magnitude(lo: float = 3.0, hi: float = 1000.0) -> Sampler:
         small = _log_uniform(subkey(key, 0), shape, lo, 16.0)
         big = _log_uniform(subkey(key, 2), shape, 40.0, hi)
         mag = np.where(std_uniform(subkey(key, 3), shape) < 0.5, small, big)
-        return np.where(std_uniform(subkey(key, 1), shape) < 0.5, mag, -mag)
+        x = np.where(std_uniform(subkey(key, 1), shape) < 0.5, mag, -mag).reshape(-1)
+        if x.size >= 2:  # always one argument past float64's exp overflow (710) of each sign
+            x[0], x[1] = 0.9 * hi, -0.9 * hi
+        return x.reshape(shape)
 
     return sample
 
@@ -253,16 +256,17 @@ def tiny_magnitude(scale: float = 1e-5) -> Sampler:
     return sample
 
 
-def offset_rows(offset: float = 1e4, spread: float = 1.0) -> Sampler:
-    """Norm rows whose mean (``offset``, alternating sign per row) is far larger than their spread:
-    a one-pass variance E[x^2] - E[x]^2 cancels catastrophically here."""
+def offset_rows(offsets: tuple[float, ...] = (1e4, -1e4, 30.0, -30.0), spread: float = 1.0) -> Sampler:
+    """Norm rows whose mean (``offsets``, in turn per row) is far larger than their spread (1): a
+    one-pass variance E[x^2] - E[x]^2 cancels catastrophically here. Rows at +-1e4 catch it in
+    float64 and float32; rows at +-30 keep their spread in bfloat16 and float16 and catch it there."""
 
     def sample(key: jax.Array, shape: tuple[int, ...], dims: Mapping[str, int] | None = None) -> np.ndarray:
         x = spread * std_normal(key, shape)
         if x.ndim < 2:
-            return x + offset
-        rows = np.arange(x.shape[-2]).reshape(-1, 1)
-        return x + np.where(rows % 2 == 0, offset, -offset)
+            return x + offsets[0]
+        rows = np.arange(x.shape[-2]).reshape(-1, 1) % len(offsets)
+        return x + np.asarray(offsets)[rows]
 
     return sample
 

@@ -403,10 +403,10 @@ def _low_column(
         atol = ABS_FLOOR_ULPS[col] * spec.eps * _group_scale(ref_out, key)
         denom = max(scale, atol, 1e-300)
         e = err_abs / denom
-        tol = (spec.factor * err_abs + spec.floor * round_abs) / denom
-        tol = max(tol, atol / denom, 1e-300)
-        if e > NOT_APPLICABLE_ERROR or tol > NOT_APPLICABLE_ERROR:
-            what = f"is off by {e:.3g}" if e > NOT_APPLICABLE_ERROR else f"needs a tolerance of {tol:.3g}"
+        calibrated = (spec.factor * err_abs + spec.floor * round_abs) / denom
+        tol = max(calibrated, atol / denom, 1e-300)
+        if e > NOT_APPLICABLE_ERROR or calibrated > NOT_APPLICABLE_ERROR:
+            what = f"is off by {e:.3g}" if e > NOT_APPLICABLE_ERROR else f"needs a tolerance of {calibrated:.3g}"
             return ColumnTolerance(col, False, f"a straightforward {col} evaluation of {key} {what}: meaningless there", {})
         outputs[key] = {"tolerance": tol, "floor": atol / tol, "measured_error": e,
                         "rounding_error": round_abs / denom}
