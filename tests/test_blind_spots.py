@@ -23,18 +23,35 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 # (bug id, case, source of the buggy function, instance that must fail, golden passes?, dtype)
 BUGS = [
-    ("softmax-without-max-shift", "softmax", """
+    (
+        "softmax-without-max-shift",
+        "softmax",
+        """
         def softmax(inputs, c):
             e = np.exp(inputs["x"])
             y = e / e.sum(-1, keepdims=True)
             return y, {"x": y * (c - (c * y).sum(-1, keepdims=True))}
-        """, "softmax~large", True, "float64"),
-    ("logsumexp-without-max-shift", "logsumexp", """
+        """,
+        "softmax~large",
+        True,
+        "float64",
+    ),
+    (
+        "logsumexp-without-max-shift",
+        "logsumexp",
+        """
         def logsumexp(inputs, c):
             e = np.exp(inputs["x"])
             return np.log(e.sum(-1)), {"x": c[..., None] * e / e.sum(-1, keepdims=True)}
-        """, "logsumexp~large", True, "float64"),
-    ("cross-entropy-without-max-shift", "softmax_cross_entropy", """
+        """,
+        "logsumexp~large",
+        True,
+        "float64",
+    ),
+    (
+        "cross-entropy-without-max-shift",
+        "softmax_cross_entropy",
+        """
         def softmax_cross_entropy(inputs, c):
             z, y = inputs["logits"], inputs["labels"]
             e = np.exp(z)
@@ -43,26 +60,54 @@ BUGS = [
             g = p.copy()
             g[rows, y] -= 1.0
             return np.asarray(-np.log(p[rows, y]).mean()), {"logits": c * g / len(y)}
-        """, "softmax_cross_entropy~large", True, "float64"),
-    ("log-of-softmax", "log_softmax", """
+        """,
+        "softmax_cross_entropy~large",
+        True,
+        "float64",
+    ),
+    (
+        "log-of-softmax",
+        "log_softmax",
+        """
         def log_softmax(inputs, c):
             x = inputs["x"]
             e = np.exp(x - x.max(-1, keepdims=True))
             p = e / e.sum(-1, keepdims=True)
             return np.log(p), {"x": c - p * c.sum(-1, keepdims=True)}
-        """, "log_softmax~large", True, "float64"),
-    ("softplus-as-log1p-exp", "softplus", """
+        """,
+        "log_softmax~large",
+        True,
+        "float64",
+    ),
+    (
+        "softplus-as-log1p-exp",
+        "softplus",
+        """
         def softplus(inputs, c):
             e = np.exp(inputs["x"])
             return np.log(1.0 + e), {"x": c * e / (1.0 + e)}
-        """, "softplus~large", True, "float64"),
-    ("tanh-from-exp", "tanh", """
+        """,
+        "softplus~large",
+        True,
+        "float64",
+    ),
+    (
+        "tanh-from-exp",
+        "tanh",
+        """
         def tanh(inputs, c):
             e = np.exp(2.0 * inputs["x"])
             t = (e - 1.0) / (e + 1.0)
             return t, {"x": c * (1.0 - t * t)}
-        """, "tanh~large", True, "float64"),
-    ("bce-through-log-sigmoid", "logistic_regression", """
+        """,
+        "tanh~large",
+        True,
+        "float64",
+    ),
+    (
+        "bce-through-log-sigmoid",
+        "logistic_regression",
+        """
         def logistic_regression(inputs, c):
             X, w, b, y = inputs["X"], inputs["w"], inputs["b"], inputs["y"]
             z = X @ w + b
@@ -70,8 +115,15 @@ BUGS = [
             loss = -(y * np.log(s) + (1.0 - y) * np.log(1.0 - s)).mean()
             g = c * (s - y) / z.size
             return np.asarray(loss), {"X": np.outer(g, w), "w": X.T @ g, "b": np.asarray(g.sum()), "y": -c * z / z.size}
-        """, "logistic_regression~large", True, "float64"),
-    ("one-pass-variance", "layernorm", """
+        """,
+        "logistic_regression~large",
+        True,
+        "float64",
+    ),
+    (
+        "one-pass-variance",
+        "layernorm",
+        """
         def layernorm(inputs, c):
             x, gamma, beta = inputs["x"], inputs["gamma"], inputs["beta"]
             mu = x.mean(-1, keepdims=True)
@@ -81,8 +133,15 @@ BUGS = [
             dxh = c * gamma
             dx = r * (dxh - dxh.mean(-1, keepdims=True) - xh * (dxh * xh).mean(-1, keepdims=True))
             return gamma * xh + beta, {"x": dx, "gamma": (c * xh).sum(0), "beta": c.sum(0)}
-        """, "layernorm~offset", True, "float64"),
-    ("flash-attention-without-rescale", "attention", """
+        """,
+        "layernorm~offset",
+        True,
+        "float64",
+    ),
+    (
+        "flash-attention-without-rescale",
+        "attention",
+        """
         _correct = attention
         def attention(inputs, c):
             q, k, v = inputs["q"], inputs["k"], inputs["v"]
@@ -100,8 +159,15 @@ BUGS = [
                     acc, l = acc + p @ v[t:t + 64], l + p.sum(-1, keepdims=True)
                 m = m_new
             return acc / l, _correct(inputs, c)[1]
-        """, "attention@tiles", True, "float64"),
-    ("causal-mask-only-in-the-diagonal-tile", "causal_self_attention", """
+        """,
+        "attention@tiles",
+        True,
+        "float64",
+    ),
+    (
+        "causal-mask-only-in-the-diagonal-tile",
+        "causal_self_attention",
+        """
         _correct_tril = np.tril
         def _tile_tril(a, k=0):
             i, j = np.indices(a.shape)
@@ -113,22 +179,43 @@ BUGS = [
                 return _f(inputs, c)
             finally:
                 np.tril = _correct_tril
-        """, "causal_self_attention@tiles", True, "float64"),
-    ("matmul-drops-the-last-partial-tile", "linear", """
+        """,
+        "causal_self_attention@tiles",
+        True,
+        "float64",
+    ),
+    (
+        "matmul-drops-the-last-partial-tile",
+        "linear",
+        """
         def linear(inputs, c):
             x, W, b = inputs["x"], inputs["W"], inputs["b"]
             K = x.shape[-1]
             k = K if K <= 32 else 32 * (K // 32)   # past one tile, the partial tile is dropped
             return x[:, :k] @ W[:k] + b, {"x": c @ W.T, "W": x.T @ c, "b": c.sum(0)}
-        """, "linear@tiles", True, "float64"),
-    ("float16-element-counter", "mse", """
+        """,
+        "linear@tiles",
+        True,
+        "float64",
+    ),
+    (
+        "float16-element-counter",
+        "mse",
+        """
         def mse(inputs, c):
             r = inputs["pred"] - inputs["target"]
             n = min(r.size, 2048)   # a float16 counter stops at 2048: 2048 + 1 rounds to 2048
             d = c * 2.0 * r / n
             return np.asarray((r * r).sum() / n), {"pred": d, "target": -d}
-        """, "mse@tiles", True, "float64"),
-    ("embedding-sums-two-repeats", "embedding", """
+        """,
+        "mse@tiles",
+        True,
+        "float64",
+    ),
+    (
+        "embedding-sums-two-repeats",
+        "embedding",
+        """
         def embedding(inputs, c):
             ids, table = inputs["ids"], inputs["table"]
             d = np.zeros_like(table)
@@ -138,21 +225,39 @@ BUGS = [
                 if seen[v] <= 2:   # the bug: a third repeat is dropped
                     d[v] += c.reshape(-1, table.shape[-1])[i]
             return table[ids], {"table": d}
-        """, "embedding@tiles", False, "float64"),
-    ("ids-stored-as-int16", "embedding", """
+        """,
+        "embedding@tiles",
+        False,
+        "float64",
+    ),
+    (
+        "ids-stored-as-int16",
+        "embedding",
+        """
         def embedding(inputs, c):
             ids, table = inputs["ids"].astype(np.int16), inputs["table"]   # 32770 wraps to -32766
             d = np.zeros_like(table)
             np.add.at(d, ids.reshape(-1), c.reshape(-1, table.shape[-1]))
             return table[ids], {"table": d}
-        """, "embedding@tiles", True, "float64"),
-    ("float32-gradient-scaled-by-1.001", "softmax", """
+        """,
+        "embedding@tiles",
+        True,
+        "float64",
+    ),
+    (
+        "float32-gradient-scaled-by-1.001",
+        "softmax",
+        """
         def softmax(inputs, c):
             x = inputs["x"]
             e = np.exp(x - x.max(-1, keepdims=True))
             y = e / e.sum(-1, keepdims=True)
             return y, {"x": (y * (c - (c * y).sum(-1, keepdims=True)) * np.float32(1.001)).astype(x.dtype)}
-        """, "softmax", False, "float32"),
+        """,
+        "softmax",
+        False,
+        "float32",
+    ),
 ]
 
 TARGETS = sorted({b[3] for b in BUGS} | {b[1] for b in BUGS})
@@ -170,7 +275,9 @@ def golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _impl(tmp_path: Path, source: str, base: str = "numpy_impl") -> Path:
     path = tmp_path / "buggy.py"
-    header = f"import math, sys\nimport numpy as np\nsys.path.insert(0, {str(EXAMPLES)!r})\nfrom {base} import *\n"
+    header = (
+        f"import math, sys\nimport numpy as np\nsys.path.insert(0, {str(EXAMPLES)!r})\nfrom {base} import *\n"
+    )
     path.write_text(header + textwrap.dedent(source))
     return path
 
@@ -178,7 +285,9 @@ def _impl(tmp_path: Path, source: str, base: str = "numpy_impl") -> Path:
 def _verify(golden: Path, impl: Path, case: str, dtype: str, tmp_path: Path, capsys) -> dict:
     report = tmp_path / "report.json"
     capsys.readouterr()
-    rc = main(["verify", str(golden), "--impl", str(impl), "--cases", case, "--dtype", dtype, "--json", str(report)])
+    rc = main(
+        ["verify", str(golden), "--impl", str(impl), "--cases", case, "--dtype", dtype, "--json", str(report)]
+    )
     out = capsys.readouterr().out
     data = json.loads(report.read_text())
     assert rc == (1 if any(r["verdict"] == "FAIL" for r in data["instances"]) else 0), out
@@ -207,7 +316,10 @@ def test_correct_examples_pass_every_target(golden: Path, tmp_path: Path, capsys
 # kernels ship; the correct torch example passes the same instances (tests/test_examples.py).
 
 LOW_BUGS = [
-    ("reduction-accumulated-in-the-low-dtype", "softmax", """
+    (
+        "reduction-accumulated-in-the-low-dtype",
+        "softmax",
+        """
         @_autograd
         def softmax(x):
             e = torch.exp(x - x.max(-1, keepdim=True).values)
@@ -215,41 +327,68 @@ LOW_BUGS = [
             for j in range(x.shape[-1]):   # rounds to the dtype after every add
                 s = s + e[..., j:j + 1]
             return e / s
-        """, "softmax@tiles"),
-    ("one-pass-variance", "layernorm", """
+        """,
+        "softmax@tiles",
+    ),
+    (
+        "one-pass-variance",
+        "layernorm",
+        """
         @_autograd
         def layernorm(x, gamma, beta):
             mu = x.mean(-1, keepdim=True)
             var = (x * x).mean(-1, keepdim=True) - mu * mu
             return gamma * (x - mu) / torch.sqrt(var + 1e-5) + beta
-        """, "layernorm~offset"),
-    ("scores-rounded-before-the-max-shift", "attention", """
+        """,
+        "layernorm~offset",
+    ),
+    (
+        "scores-rounded-before-the-max-shift",
+        "attention",
+        """
         @_autograd
         def attention(q, k, v):
             s = (q.float() @ k.float().T / math.sqrt(q.shape[-1])).to(q.dtype)   # scores in the low dtype
             e = torch.exp(s - s.max(-1, keepdim=True).values)                     # exp of a rounded shift
             return (e / e.sum(-1, keepdim=True)) @ v
-        """, "attention~large"),
-    ("log-of-softmax-in-the-low-dtype", "log_softmax", """
+        """,
+        "attention~large",
+    ),
+    (
+        "log-of-softmax-in-the-low-dtype",
+        "log_softmax",
+        """
         @_autograd
         def log_softmax(x):
             return torch.log(torch.softmax(x, -1))
-        """, "log_softmax~large"),
-    ("value-computed-in-float32", "softmax", """
+        """,
+        "log_softmax~large",
+    ),
+    (
+        "value-computed-in-float32",
+        "softmax",
+        """
         _correct = softmax
         def softmax(inputs, c):
             value, vjp = _correct(inputs, c)
             x = inputs["x"].astype(np.float32)
             e = np.exp(x - x.max(-1, keepdims=True))
             return e / e.sum(-1, keepdims=True), vjp   # float32, not rounded to the claimed dtype
-        """, "softmax"),
-    ("one-vjp-computed-in-float32", "linear", """
+        """,
+        "softmax",
+    ),
+    (
+        "one-vjp-computed-in-float32",
+        "linear",
+        """
         _correct = linear
         def linear(inputs, c):
             value, vjp = _correct(inputs, c)
             x, cc = inputs["x"].astype(np.float32), np.asarray(c).astype(np.float32)
             return value, {**vjp, "W": x.T @ cc}   # float32 accumulation, never rounded
-        """, "linear"),
+        """,
+        "linear",
+    ),
 ]
 
 LOW_TARGETS = sorted({b[3] for b in LOW_BUGS})
@@ -276,7 +415,9 @@ LOW_RUNS = [(b, d) for b in LOW_BUGS for d in ("bfloat16", "float16") if (b[0], 
 def test_low_precision_bug_fails(bug, dtype: str, low_golden: Path, tmp_path: Path, capsys) -> None:
     pytest.importorskip("torch", reason="torch is not installed; the PyTorch example needs it")
     _, case, source, target = bug
-    impl = _impl(tmp_path, "import torch\nfrom torch_impl import _autograd\n" + textwrap.dedent(source), "torch_impl")
+    impl = _impl(
+        tmp_path, "import torch\nfrom torch_impl import _autograd\n" + textwrap.dedent(source), "torch_impl"
+    )
     rows = _verify(low_golden, impl, case, dtype, tmp_path, capsys)
     row = rows[target]
     if row["verdict"] == "skip":

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcalc.cases import REGISTRY, Case, Instance, get_case, instance, instances, of_diff
+from jaxcalc.cases import REGISTRY, Case, Instance, instance, instances, of_diff
 from jaxcalc.cli import main
 from jaxcalc.numerics import compare, reference_mode
 from jaxcalc.oracle.arrays import decode_array, encode_array
@@ -301,7 +301,9 @@ def test_verify_passes(golden: Path, which: str, capsys: pytest.CaptureFixture, 
     skipped = [c for c in rows if c["verdict"] == "skip"]
     assert all(c["verdict"] == "pass" for c in rows if c not in skipped), out
     for c in skipped:
-        assert c["message"] == "unsupported" and which == "node" or c["message"].startswith("not applicable"), c
+        assert (
+            c["message"] == "unsupported" and which == "node" or c["message"].startswith("not applicable")
+        ), c
     passed = len(rows) - len(skipped)
     assert out.rstrip().splitlines()[-1] == f"{passed} passed, 0 failed, {len(skipped)} skipped", out
     assert passed >= len(rows) // 2

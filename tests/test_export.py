@@ -165,16 +165,22 @@ def test_sizes_regimes_and_low_precision_columns(tmp_path: Path) -> None:
     """A tiles instance holds its own shapes; -inf inputs round-trip; a low-precision column's truth
     is float64 on the inputs rounded to its dtype, which the reader rounds the same way."""
     dest = tmp_path / "g"
-    insts = [instance("softmax", "tiles"), instance("softmax", "golden", "masked"),
-             instance("layernorm", "golden", "offset")]
+    insts = [
+        instance("softmax", "tiles"),
+        instance("softmax", "golden", "masked"),
+        instance("layernorm", "golden", "offset"),
+    ]
     export_golden(dest, insts)
     loaded = load_golden(dest)
     assert list(loaded.cases) == ["softmax@tiles", "softmax~masked", "layernorm~offset"]
     tiles = loaded.cases["softmax@tiles"]
-    assert tiles.inputs["x"].shape == instance("softmax", "tiles").shapes["x"] and "tangents" not in json.loads(
-        (dest / "cases/softmax@tiles.json").read_text())
+    assert tiles.inputs["x"].shape == instance("softmax", "tiles").shapes[
+        "x"
+    ] and "tangents" not in json.loads((dest / "cases/softmax@tiles.json").read_text())
     masked = loaded.cases["softmax~masked"]
-    assert np.isneginf(masked.inputs["x"]).any() and (masked.value[np.isneginf(masked.inputs["x"])] == 0).all()
+    assert (
+        np.isneginf(masked.inputs["x"]).any() and (masked.value[np.isneginf(masked.inputs["x"])] == 0).all()
+    )
     import ml_dtypes
 
     for col, dt in (("bfloat16", ml_dtypes.bfloat16), ("float16", np.float16)):
@@ -261,14 +267,22 @@ def test_cli_export_json_and_errors(tmp_path: Path, cli: Callable[..., tuple[int
     assert rc == 0, err
     summary = json.loads(out)
     assert list(summary["instances"]) == ["square"] and summary["producer"]["x64"] is True
-    assert summary["instances"]["square"]["files"]["json"]["sha256"] == sha256_file(dest / "cases/square.json")
+    assert summary["instances"]["square"]["files"]["json"]["sha256"] == sha256_file(
+        dest / "cases/square.json"
+    )
     for args, msg in (
         ([str(dest), "--cases", "square"], "already exists; pass --force"),
         ([str(tmp_path / "x"), "--cases", "sqaure"], "unknown case 'sqaure'; did you mean square"),
         ([str(tmp_path / "x"), "--sizes", "tile"], "unknown size 'tile'; did you mean tiles?"),
         ([str(tmp_path / "x"), "--regimes", "huge"], "unknown regime 'huge'"),
-        ([str(tmp_path / "x"), "--dims", "attention.T=5"], "case attention has no dim T; its dims: Tq, d, Tk, dv"),
-        ([str(tmp_path / "x"), "--dims", "attention.Tq=99999", "attention.Tk=99999"], "MAX_INSTANCE_ELEMENTS"),
+        (
+            [str(tmp_path / "x"), "--dims", "attention.T=5"],
+            "case attention has no dim T; its dims: Tq, d, Tk, dv",
+        ),
+        (
+            [str(tmp_path / "x"), "--dims", "attention.Tq=99999", "attention.Tk=99999"],
+            "MAX_INSTANCE_ELEMENTS",
+        ),
         ([str(tmp_path / "x"), "--dims", "attention.Tq"], "expected CASE.DIM=N"),
         ([str(tmp_path / "no" / "such" / "g")], "parent directory"),
     ):

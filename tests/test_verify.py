@@ -240,7 +240,10 @@ def test_command_never_goes_through_a_shell(golden: Path, tmp_path: Path, cli: R
         (["--impl", "x; rm"], "not a module name or a path to a .py file"),
         (["--cmd", "true", "--timeout", "-1"], "must be a positive number of seconds"),
         (["--cmd", "true", "--impl", "m"], "not allowed with argument"),
-        (["--cmd", "true", "--cases", "softmx"], "'softmx' is neither a case nor an instance of this golden set; did you mean softmax?"),
+        (
+            ["--cmd", "true", "--cases", "softmx"],
+            "'softmx' is neither a case nor an instance of this golden set; did you mean softmax?",
+        ),
     ],
     ids=["no-program", "bad-quotes", "empty", "no-file", "no-module", "bad-name", "timeout", "both", "case"],
 )

@@ -452,12 +452,16 @@ class Case:
         out = self.vjp(tuple(primals), ct)
         if isinstance(out, Mapping):
             if set(out) != set(self.diff_names):
-                raise ValueError(f"case {self.name}: handwritten VJP gives {sorted(out)}, not {self.diff_names}")
+                raise ValueError(
+                    f"case {self.name}: handwritten VJP gives {sorted(out)}, not {self.diff_names}"
+                )
             return {n: out[n] for n in self.diff_names}
         out = tuple(out)
         if len(out) != len(self.diff_names):
-            raise ValueError(f"case {self.name}: handwritten VJP returned {len(out)} arrays, expected "
-                             f"{len(self.diff_names)}")
+            raise ValueError(
+                f"case {self.name}: handwritten VJP returned {len(out)} arrays, expected "
+                f"{len(self.diff_names)}"
+            )
         return dict(zip(self.diff_names, out, strict=True))
 
     def positional_vjp(self, primals: tuple, ct: Any) -> tuple:
@@ -514,8 +518,9 @@ class Instance:
     def output_shape(self) -> tuple[int, ...]:
         with jax.enable_x64(True):
             structs = [
-                jax.ShapeDtypeStruct(self.shapes[s.name], {"float": jnp.float64, "int": jnp.int64,
-                                                           "mask": jnp.bool_}[s.kind])
+                jax.ShapeDtypeStruct(
+                    self.shapes[s.name], {"float": jnp.float64, "int": jnp.int64, "mask": jnp.bool_}[s.kind]
+                )
                 for s in self.case.inputs
             ]
             return tuple(jax.eval_shape(self.case.forward, *structs).shape)
@@ -599,7 +604,9 @@ def instance(
         valid = ", ".join(case.size_names)
         raise SpecError(f"case {case.name} has no size {size!r}; its sizes: {valid}")
     if regime not in case.regime_names:
-        raise SpecError(f"case {case.name} has no regime {regime!r}; its regimes: {', '.join(case.regime_names)}")
+        raise SpecError(
+            f"case {case.name} has no regime {regime!r}; its regimes: {', '.join(case.regime_names)}"
+        )
     resolved = case.dims(size)
     label = size
     if dims:
@@ -731,7 +738,9 @@ def _draw_inputs(inst: Instance) -> dict[str, np.ndarray]:
         else:
             out[spec.name] = np.asarray(spec.sampler(k, shape, dims))
         if out[spec.name].shape != shape:
-            raise ValueError(f"{inst.id}: sampler for {spec.name} gave shape {out[spec.name].shape}, not {shape}")
+            raise ValueError(
+                f"{inst.id}: sampler for {spec.name} gave shape {out[spec.name].shape}, not {shape}"
+            )
     return out
 
 

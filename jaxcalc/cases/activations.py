@@ -191,7 +191,9 @@ def _elementwise_case(
 
 _elementwise_case("sigmoid", "1 / (1 + exp(-x)), elementwise", sigmoid, sigmoid_grad, normal(2.0))
 _elementwise_case("tanh", "tanh(x), elementwise", tanh, tanh_grad, normal(1.5))
-_elementwise_case("relu", "max(x, 0), elementwise (kink at 0)", relu, relu_grad, away_from_zero(), ("kink",), _KINKED)
+_elementwise_case(
+    "relu", "max(x, 0), elementwise (kink at 0)", relu, relu_grad, away_from_zero(), ("kink",), _KINKED
+)
 _elementwise_case(
     "leaky_relu",
     "x if x > 0 else 0.01 x, elementwise (kink at 0)",

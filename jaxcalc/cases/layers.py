@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
 from jaxcalc.cases._base import (
     Case,
     Input,
-    Sampler,
     fan_in,
     ids_with_repeats,
-    integers,
     normal,
     offset_rows,
     register,
@@ -229,8 +226,11 @@ register(
         description="x W + b",
         inputs=(Input("x", ("N", "K")), Input("W", ("K", "M"), fan_in()), Input("b", ("M",))),
         # tiles: every matmul axis straddles a 32-tile (N also a 64-tile)
-        sizes={"golden": {"N": 4, "K": 3, "M": 5}, "tiles": {"N": 65, "K": 35, "M": 33},
-               "large": {"N": 1024, "K": 1024, "M": 1024}},
+        sizes={
+            "golden": {"N": 4, "K": 3, "M": 5},
+            "tiles": {"N": 65, "K": 35, "M": 33},
+            "large": {"N": 1024, "K": 1024, "M": 1024},
+        },
         forward=linear,
         vjp=lambda p, ct: linear_vjp(*p, ct),
         jvp=lambda p, t: linear_jvp(*p, *t),
@@ -242,11 +242,17 @@ register(
     Case(
         name="embedding",
         description="table[ids], ids (6) with repeats in [0, 5); the VJP accumulates repeated ids",
-        inputs=(Input("ids", ("n",), ids_with_repeats("V", 3, high=True), kind="int"), Input("table", ("V", "D"))),
+        inputs=(
+            Input("ids", ("n",), ids_with_repeats("V", 3, high=True), kind="int"),
+            Input("table", ("V", "D")),
+        ),
         # tiles: a vocabulary past 32,768 (ids no longer fit int16), an id repeated 3 times and the
         # largest id present
-        sizes={"golden": {"n": 6, "V": 5, "D": 4}, "tiles": {"n": 67, "V": 32771, "D": 1},
-               "large": {"n": 4096, "V": 50257, "D": 64}},
+        sizes={
+            "golden": {"n": 6, "V": 5, "D": 4},
+            "tiles": {"n": 67, "V": 32771, "D": 1},
+            "large": {"n": 4096, "V": 50257, "D": 64},
+        },
         forward=embedding,
         vjp=lambda p, ct: embedding_vjp(*p, ct),
         jvp=lambda p, t: embedding_jvp(p[0], p[1], t[0]),

@@ -15,20 +15,29 @@ def add_selectors(p: argparse.ArgumentParser, *, default_sizes: Sequence[str], d
     from jaxcalc.cases import REGIMES, SIZES
 
     p.add_argument(
-        "--cases", nargs="+", metavar="NAME", help="case names or instance ids such as softmax@tiles~large "
-        "(default: every case)"
+        "--cases",
+        nargs="+",
+        metavar="NAME",
+        help="case names or instance ids such as softmax@tiles~large (default: every case)",
     )
     p.add_argument(
-        "--sizes", nargs="+", metavar="SIZE",
+        "--sizes",
+        nargs="+",
+        metavar="SIZE",
         help=f"sizes to include, of {', '.join(SIZES)} (default: {' '.join(default_sizes)}); 'large' is opt-in",
     )
     p.add_argument(
-        "--regimes", nargs="+", metavar="REGIME",
+        "--regimes",
+        nargs="+",
+        metavar="REGIME",
         help=f"input regimes to include, of {', '.join(REGIMES)} (default: every regime a case declares)",
     )
     if dims:
         p.add_argument(
-            "--dims", nargs="+", metavar="CASE.DIM=N", default=[],
+            "--dims",
+            nargs="+",
+            metavar="CASE.DIM=N",
+            default=[],
             help="a size of your own, e.g. attention.Tq=113 attention.Tk=203 (other dims stay golden); "
             "'jaxcalc cases' lists each case's dims",
         )
@@ -120,7 +129,9 @@ def select_instances(args: argparse.Namespace, default_sizes: Sequence[str]) -> 
     except SpecError as exc:
         raise _usage(str(exc)) from None
     if not out:
-        raise _usage("the selection holds no instance (see 'jaxcalc cases' for each case's sizes and regimes)")
+        raise _usage(
+            "the selection holds no instance (see 'jaxcalc cases' for each case's sizes and regimes)"
+        )
     return out
 
 

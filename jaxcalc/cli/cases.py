@@ -59,10 +59,13 @@ def run(args: argparse.Namespace) -> int:
         ins = ", ".join(f"{i['name']}{_shape(i['dims'])}{kinds[i['kind']]}" for i in r["inputs"])
         print(f"{r['name']:<24} {ins} -> {_shape(r['output_shape'])} at golden")
         sizes = "; ".join(
-            f"{s} " + (",".join(f"{k}={v}" for k, v in d.items()) if d else "fixed") for s, d in r["sizes"].items()
+            f"{s} " + (",".join(f"{k}={v}" for k, v in d.items()) if d else "fixed")
+            for s, d in r["sizes"].items()
         )
         print(f"{'':<24} sizes: {sizes}")
-        extra = f"; settings: {', '.join(f'{k}={v}' for k, v in r['settings'].items())}" if r["settings"] else ""
+        extra = (
+            f"; settings: {', '.join(f'{k}={v}' for k, v in r['settings'].items())}" if r["settings"] else ""
+        )
         print(f"{'':<24} regimes: {', '.join(r['regimes'])}{extra}")
         print(f"{'':<24} {r['description']}")
     n_inst = sum(len(r["regimes"]) * len([s for s in r["sizes"] if s != "large"]) for r in rows)

@@ -84,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
                     "tolerances": {
                         c: (t["tolerance"] if t["applicable"] else None) for c, t in e["tolerances"].items()
                     },
-                    "not_applicable": {c: t["reason"] for c, t in e["tolerances"].items() if not t["applicable"]},
+                    "not_applicable": {
+                        c: t["reason"] for c, t in e["tolerances"].items() if not t["applicable"]
+                    },
                     "files": e["files"],
                 }
                 for e in manifest["instances"]

@@ -133,9 +133,7 @@ def manifest_entry(r: ref.Reference, hashes: dict[str, str]) -> dict[str, Any]:
         "outputs": sorted({k.split("/")[1] for k in flatten(r.document()) if k.startswith("outputs/")}),
         "jacobian": sorted(r.jacobian),
         "tolerances": _tolerances(r),
-        "files": {
-            ext: {"path": f"cases/{inst.id}.{ext}", "sha256": hashes[ext]} for ext in ("json", "npz")
-        },
+        "files": {ext: {"path": f"cases/{inst.id}.{ext}", "sha256": hashes[ext]} for ext in ("json", "npz")},
     }
 
 

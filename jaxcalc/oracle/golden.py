@@ -159,8 +159,10 @@ def _read_manifest(root: Path) -> dict[str, Any]:
         version == FORMAT_VERSION, f"{path}: format_version {version!r}; this jaxcalc reads {FORMAT_VERSION}"
     )
     columns = manifest.get("columns")
-    _need(isinstance(columns, list) and all(isinstance(c, str) for c in columns) and columns,
-          f"{path}: 'columns' must be a non-empty list of dtype names")
+    _need(
+        isinstance(columns, list) and all(isinstance(c, str) for c in columns) and columns,
+        f"{path}: 'columns' must be a non-empty list of dtype names",
+    )
     cases = manifest.get("instances")
     _need(isinstance(cases, list) and len(cases) > 0, f"{path}: 'instances' must be a non-empty list")
     seen = set()
@@ -195,20 +197,28 @@ def _check_entry(entry: Any, where: str, columns: list[str]) -> None:
     _need(isinstance(tols, dict), f"{where} ({iid}): 'tolerances' must be an object")
     for dtype in columns:
         col = tols.get(dtype)
-        _need(isinstance(col, dict) and isinstance(col.get("applicable"), bool),
-              f"{where} ({iid}): tolerances.{dtype} must say whether it applies")
+        _need(
+            isinstance(col, dict) and isinstance(col.get("applicable"), bool),
+            f"{where} ({iid}): tolerances.{dtype} must say whether it applies",
+        )
         if not col["applicable"]:
-            _need(isinstance(col.get("reason"), str) and col["reason"] != "",
-                  f"{where} ({iid}): tolerances.{dtype} is not applicable but gives no reason")
+            _need(
+                isinstance(col.get("reason"), str) and col["reason"] != "",
+                f"{where} ({iid}): tolerances.{dtype} is not applicable but gives no reason",
+            )
             continue
         outs = col.get("outputs")
-        _need(isinstance(outs, dict) and set(outs) == set(keys),
-              f"{where} ({iid}): tolerances.{dtype}.outputs must give {keys}")
+        _need(
+            isinstance(outs, dict) and set(outs) == set(keys),
+            f"{where} ({iid}): tolerances.{dtype}.outputs must give {keys}",
+        )
         for key in keys:
             o = outs[key]
             ok = isinstance(o, dict) and _is_tol(o.get("tolerance")) and isinstance(o.get("floor"), float)
-            _need(ok and o["floor"] >= 0.0,
-                  f"{where} ({iid}): tolerances.{dtype}.outputs.{key} needs a tolerance in (0, 1) and a floor >= 0")
+            _need(
+                ok and o["floor"] >= 0.0,
+                f"{where} ({iid}): tolerances.{dtype}.outputs.{key} needs a tolerance in (0, 1) and a floor >= 0",
+            )
     files = entry.get("files")
     for ext in ("json", "npz"):
         f = files.get(ext) if isinstance(files, dict) else None
@@ -313,7 +323,10 @@ def _load_case(root: Path, entry: dict[str, Any], columns: list[str]) -> GoldenC
             p = f"columns/{c}/"
             dt = np_dtype(c)
             cols[c] = Column(
-                c, True, "", outs,
+                c,
+                True,
+                "",
+                outs,
                 inputs={n: _round(arrays[f"inputs/{n}"], dt) for n in specs},
                 cotangent=_round(arrays["cotangent"], dt),
                 value=arrays[f"{p}outputs/value"],

@@ -157,7 +157,9 @@ def _jit(fn: Callable, quick: bool) -> Callable:
 
 
 @functools.cache
-def _reference_program(case: Case, small: tuple[int, ...], scalar: bool, golden: bool, quick: bool) -> Callable:
+def _reference_program(
+    case: Case, small: tuple[int, ...], scalar: bool, golden: bool, quick: bool
+) -> Callable:
     def everything(primals: tuple, ct: jax.Array, t: tuple, low: tuple, evals: tuple) -> dict[str, Any]:
         f, diff = of_diff(case, primals)
         value, pullback = jax.vjp(f, *diff)
@@ -184,7 +186,8 @@ def _reference_program(case: Case, small: tuple[int, ...], scalar: bool, golden:
         # (autodiff only in bfloat16 and float16: a third compiled copy of the backward pass
         # would cost more compile time than it tells)
         out["evals"] = tuple(
-            (*value_vjp(p, c), case.positional_vjp(p, c) if k == 0 else None) for k, (p, c) in enumerate(evals)
+            (*value_vjp(p, c), case.positional_vjp(p, c) if k == 0 else None)
+            for k, (p, c) in enumerate(evals)
         )
         return out
 
@@ -224,9 +227,7 @@ def compute_reference(inst: Instance | Case) -> Reference:
     small = tuple(k for k, n in enumerate(names) if golden and out_size * inputs[n].size <= JACOBIAN_LIMIT)
     scalar = inst.output_shape == () and bool(names) and golden
     low_cols = [c for c in COLUMNS.values() if c.low]
-    low_inputs = [
-        ({n: _round(a, c.dtype) for n, a in inputs.items()}, _round(ct, c.dtype)) for c in low_cols
-    ]
+    low_inputs = [({n: _round(a, c.dtype) for n, a in inputs.items()}, _round(ct, c.dtype)) for c in low_cols]
 
     eval_cols = [c for c in COLUMNS if c != "float64"]
     evals = []
@@ -279,7 +280,9 @@ def _check_handwritten(inst: Instance, vjp: dict, jvp: np.ndarray, res: dict) ->
     """Handwritten VJP/JVP vs autodiff in float64; returns the error per output and the max."""
     names = inst.case.diff_names
     errors = {"value": 0.0}
-    pairs = [(f"vjp/{n}", f"VJP for {n!r}", hand, vjp[n]) for n, hand in zip(names, res["hand_vjp"], strict=True)]
+    pairs = [
+        (f"vjp/{n}", f"VJP for {n!r}", hand, vjp[n]) for n, hand in zip(names, res["hand_vjp"], strict=True)
+    ]
     if "hand_jvp" in res:
         pairs.append(("jvp", "JVP", res["hand_jvp"], jvp))
     for key, what, hand, auto in pairs:
@@ -395,10 +398,14 @@ def _low_column(
         scale = float(np.max(np.abs(np.where(fin, ref, 0.0)), initial=0.0))
         bad = [g for g in got[key] if (np.isfinite(g.astype(np.float64)) != fin).any()]
         if bad:
-            return ColumnTolerance(col, False, f"a straightforward {col} evaluation of {key} is not finite", {})
+            return ColumnTolerance(
+                col, False, f"a straightforward {col} evaluation of {key} is not finite", {}
+            )
         with np.errstate(over="ignore", invalid="ignore"):
-            err_abs = max(float(np.max(np.abs(np.where(fin, g.astype(np.float64) - ref, 0.0)), initial=0.0))
-                          for g in got[key])
+            err_abs = max(
+                float(np.max(np.abs(np.where(fin, g.astype(np.float64) - ref, 0.0)), initial=0.0))
+                for g in got[key]
+            )
             round_abs = float(np.max(np.abs(np.where(fin, _round(ref, spec.dtype) - ref, 0.0)), initial=0.0))
         atol = ABS_FLOOR_ULPS[col] * spec.eps * _group_scale(ref_out, key)
         denom = max(scale, atol, 1e-300)
@@ -406,11 +413,21 @@ def _low_column(
         calibrated = (spec.factor * err_abs + spec.floor * round_abs) / denom
         tol = max(calibrated, atol / denom, 1e-300)
         if e > NOT_APPLICABLE_ERROR or calibrated > NOT_APPLICABLE_ERROR:
-            what = f"is off by {e:.3g}" if e > NOT_APPLICABLE_ERROR else f"needs a tolerance of {calibrated:.3g}"
-            return ColumnTolerance(col, False, f"a straightforward {col} evaluation of {key} {what}: meaningless there", {})
-        outputs[key] = {"tolerance": tol, "floor": atol / tol, "measured_error": e,
-                        "rounding_error": round_abs / denom}
+            what = (
+                f"is off by {e:.3g}" if e > NOT_APPLICABLE_ERROR else f"needs a tolerance of {calibrated:.3g}"
+            )
+            return ColumnTolerance(
+                col, False, f"a straightforward {col} evaluation of {key} {what}: meaningless there", {}
+            )
+        outputs[key] = {
+            "tolerance": tol,
+            "floor": atol / tol,
+            "measured_error": e,
+            "rounding_error": round_abs / denom,
+        }
     # The column's inputs and cotangent are the instance's rounded to the dtype (round to nearest
     # even), so only the truth on them is stored.
-    arrays = {"outputs": {"value": ref_out["value"], "vjp": {k[4:]: v for k, v in ref_out.items() if k != "value"}}}
+    arrays = {
+        "outputs": {"value": ref_out["value"], "vjp": {k[4:]: v for k, v in ref_out.items() if k != "value"}}
+    }
     return ColumnTolerance(col, True, "", outputs, arrays)

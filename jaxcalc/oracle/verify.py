@@ -124,7 +124,11 @@ def _representable(got: np.ndarray, dtype: str) -> tuple[int, ...] | None:
     if got.dtype.name == dtype or dtype == "float64":
         return None
     dt = np_dtype(dtype)
-    narrower = got.dtype.kind == "f" and got.dtype.itemsize < dt.itemsize and "bfloat16" not in (got.dtype.name, dtype)
+    narrower = (
+        got.dtype.kind == "f"
+        and got.dtype.itemsize < dt.itemsize
+        and "bfloat16" not in (got.dtype.name, dtype)
+    )
     if narrower or (got.dtype.name == "bfloat16" and dtype == "float32"):
         return None  # float16 values under float32, bfloat16 under float32: always exact
     with np.errstate(over="ignore", invalid="ignore"):
@@ -217,10 +221,14 @@ def verify_cases(golden: GoldenSet, program: Program, dtype: str) -> Iterator[Ca
     for case in golden.cases.values():
         col = case.columns.get(dtype)
         if col is None:
-            yield CaseResult(case.name, "skip", 0.0, (), f"this golden set has no {dtype} column", case.shapes())
+            yield CaseResult(
+                case.name, "skip", 0.0, (), f"this golden set has no {dtype} column", case.shapes()
+            )
             continue
         if not col.applicable:
-            yield CaseResult(case.name, "skip", 0.0, (), f"not applicable in {dtype}: {col.reason}", case.shapes())
+            yield CaseResult(
+                case.name, "skip", 0.0, (), f"not applicable in {dtype}: {col.reason}", case.shapes()
+            )
             continue
         try:
             reply = program.ask(request_for(case, dtype))
