@@ -82,8 +82,14 @@ def check_low_precision(
         )
     with reference_mode("float32"):
         jax_vjp, jax_jvp = jax.device_get(jax.jit(autodiff)(low, ct_low, t_low))
-        hw_vjp = jax.device_get(jax.jit(vjp)(tuple(low), ct_low)) if vjp is not None else None
-        hw_jvp = jax.device_get(jax.jit(jvp)(tuple(low), tuple(t_low))) if jvp is not None else None
+        hw_vjp = (
+            jax.device_get(jax.jit(lambda a, c: vjp(a, c))(tuple(low), ct_low)) if vjp is not None else None
+        )
+        hw_jvp = (
+            jax.device_get(jax.jit(lambda a, t: jvp(a, t))(tuple(low), tuple(t_low)))
+            if jvp is not None
+            else None
+        )
 
     rows = list(notes)
     ref_label = "float64 autodiff"
