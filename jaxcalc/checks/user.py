@@ -192,7 +192,8 @@ def check_function(
         # Probes from NumPy's seeded generator: as reproducible as jax.random, and drawing them
         # compiles nothing (each eager jax.random call would compile its own program).
         rng = np.random.default_rng(seed)
-        ct = rng.standard_normal(out.shape)
+        # A scalar loss is pulled back with ct = 1, so the rows show the gradient's own values.
+        ct = rng.standard_normal(out.shape) if out.shape else np.ones(())
         tangents = [rng.standard_normal(leaves[j].shape) for j in diff_idx]
         if user is not None:
             kind = "grad" if grad_fn is not None else "vjp"
