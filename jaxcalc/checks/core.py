@@ -35,7 +35,7 @@ import numpy as np
 
 from jaxcalc.checks.report import CheckResult, Report
 from jaxcalc.checks.witnesses import Context, witnesses
-from jaxcalc.numerics import compare, reference_mode, tolerance
+from jaxcalc.numerics import column, compare, np_dtype, reference_mode
 
 __all__ = ["CHECKS", "check_case", "check_cases", "run_checks", "select_checks"]
 
@@ -172,7 +172,8 @@ def run_checks(
     the handwritten pullback (one cotangent per differentiable input); without it autodiff
     stands in and only the autodiff-vs-FD checks are informative. ``mode='fast'`` skips the
     full per-element Jacobian and Hessian (directional checks only); ``checks`` selects or
-    excludes checks (:func:`select_checks`). ``tolerances`` overrides the dtype's 'exact'
+    excludes checks (:func:`select_checks`); in bfloat16 / float16 the finite-difference checks
+    are left out. ``tolerances`` overrides the dtype's 'exact'
     and/or 'fd' tolerance; ``label`` replaces ``name`` in the rows (an instance's id).
     ``grad_names`` name gradient elements (default ``d<name>``); ``notes`` are rows to report
     first (e.g. a misshapen gradient found before any derivative was computed).
@@ -180,8 +181,13 @@ def run_checks(
     if mode not in ("full", "fast"):
         raise ValueError(f"mode must be 'full' or 'fast', not {mode!r}")
     wanted = select_checks(checks)
-    dtype = np.dtype(dtype)
-    tols = {k: (tolerances or {}).get(k) or tolerance(dtype, k) for k in ("exact", "fd")}
+    dtype = np_dtype(dtype)
+    if column(dtype).fd is None:
+        # bfloat16 / float16: a finite difference's step falls below eps, so only the exact
+        # comparisons run (check_function compares against float64 autodiff instead).
+        wanted = wanted - {"fd_jvp", "jacobian_fd", "vjp_fd", "hvp"}
+    col = column(dtype)
+    tols = {k: (tolerances or {}).get(k) or getattr(col, k) or float("inf") for k in ("exact", "fd")}
     with reference_mode(dtype):
         # Host arrays: the witnesses take them as jit arguments, and nothing here runs eagerly
         # on the device (each eager op would compile on its own).
