@@ -35,6 +35,7 @@ import numpy as np
 
 from jaxcalc.checks.report import CheckResult, Report
 from jaxcalc.checks.witnesses import Context, witnesses
+from jaxcalc.diagnose import diagnose
 from jaxcalc.numerics import column, compare, np_dtype, reference_mode
 
 __all__ = ["CHECKS", "check_case", "check_cases", "run_checks", "select_checks"]
@@ -78,6 +79,7 @@ class Worst(NamedTuple):
     a_value: float
     b_value: float
     note: str = ""
+    pair: tuple | None = None  # (a block, b block, name) of the worst block, for diagnose()
 
 
 def _idx(index: tuple[int, ...]) -> str:
@@ -103,7 +105,7 @@ def _compare_blocks(
             ak = np.where(skip[k], bk, ak)
         c = compare(ak, bk)
         if c.error > worst.error:
-            worst = Worst(c.error, label(k, c.index), c.a_value, c.b_value)
+            worst = Worst(c.error, label(k, c.index), c.a_value, c.b_value, pair=(ak, bk, label(k, ())))
     return worst
 
 
@@ -112,6 +114,10 @@ def _result(
 ) -> CheckResult:
     tol = tols[kind]
     status = "pass" if worst.error <= tol else "FAIL"
+    why = ""
+    if status == "FAIL" and worst.pair is not None:
+        d = diagnose(np.asarray(worst.pair[0]), np.asarray(worst.pair[1]), tol=tol)
+        why = f"{worst.pair[2]}: {d.line}" if d is not None else ""
     return CheckResult(
         ctx.name,
         check,
@@ -124,11 +130,12 @@ def _result(
         worst.b_value,
         status,
         worst.note,
+        why,
     )
 
 
 def _kink(res: CheckResult, crossed: bool, note: str = "the finite difference crosses a kink") -> CheckResult:
-    return res._replace(status="kink", note=note) if res.status == "FAIL" and crossed else res
+    return res._replace(status="kink", note=note, diagnosis="") if res.status == "FAIL" and crossed else res
 
 
 def _split_columns(jac: np.ndarray, ctx: Context, out_shape: tuple[int, ...] = ()) -> tuple[np.ndarray, ...]:
