@@ -24,12 +24,12 @@ def assert_report(report: Report) -> None:
     """Raise AssertionError if anything failed: the failing rows first, then the whole table."""
     if report.passed:
         return
-    fails = report.failures
-    head = [
-        f"{r.check} FAIL at {r.where}: {r.a_label} vs {r.b_label}, {r.values()}"
-        + (f" (err {r.error:.2e} > tol {r.tol:.0e})" if r.error != float("inf") else "")
-        for r in fails
-    ]
+    head = []
+    for r in report.failures:
+        over = f" (err {r.error:.2e} > tol {r.tol:.0e})" if r.error != float("inf") else ""
+        head.append(f"{r.check} FAIL at {r.where}: {r.a_label} vs {r.b_label}, {r.values()}{over}")
+        if r.diagnosis:
+            head.append(f"    diagnosis: {r.diagnosis}")
     raise AssertionError("\n".join([*head, "", report.format()]))
 
 
