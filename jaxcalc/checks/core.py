@@ -347,7 +347,7 @@ def _hessian_checks(ctx: Context, w, handwritten: bool, tols, in_el):
 
     if "hessian" in w:
         h = np.asarray(w["hessian"])
-        worst = _compare_blocks([h], [h.T], lambda k, i: f"H[{h_el(i[0])}, {h_el(i[1])}]")
+        worst = _compare_blocks([h], [h.T], lambda k, i: f"H[{h_el(i[0])}, {h_el(i[1])}]" if i else "H")
         a_label, b_label = f"H = jacfwd({g})", "H^T"
     else:
         a, b, sc = (float(x) for x in w["sym"])
