@@ -1,13 +1,15 @@
 """Finite differences: the third witness, independent of autodiff.
 
-All differences are 5-point central stencils,
-``f'(x) ~ (f(x - 2h) - 8 f(x - h) + 8 f(x + h) - f(x + 2h)) / 12h``, with truncation error
-O(h**4). Steps are scaled to the dtype and to each input's own magnitude:
-``h = eps**(1/5) * typ`` with ``typ = max(|x_i|, rms(x))`` per element (1 for an all-zero
-input), so an input that lives at 1e-3 (an Adam second moment, say) gets a step 1e-3 times
-smaller than one that lives at 1. A directional difference sums one stencil per input, each
-with that input's step. The per-element Jacobian evaluates every basis direction at once with
-``vmap`` inside one ``jit``, never in a Python loop.
+Differences are central stencils: by default the 5-point
+``f'(x) ~ (f(x - 2h) - 8 f(x - h) + 8 f(x + h) - f(x + 2h)) / 12h`` with truncation error
+O(h**4); ``order=2`` gives the 2-evaluation ``(f(x + h) - f(x - h)) / 2h`` (O(h**2)), half the
+cost, which the checker's per-element Jacobian uses. Steps are scaled to the dtype and to each
+input's own magnitude: ``h = eps**(1/(order + 1)) * typ`` with ``typ = max(|x_i|, rms(x))``
+per element (1 for an all-zero input), so an input that lives at 1e-3 (an Adam second
+moment, say) gets a step 1e-3 times smaller than one that lives at 1. A directional
+difference sums one stencil per input, each with that input's step. The per-element Jacobian
+evaluates every basis direction at once with ``vmap`` inside one ``jit``, never in a Python
+loop.
 """
 
 from __future__ import annotations
@@ -20,23 +22,35 @@ from jax.typing import ArrayLike
 
 from jaxcalc.numerics import fd_base_step
 
-__all__ = ["derivative", "directional", "jacobian", "one_sided", "stencil", "typical_scale"]
+__all__ = ["base_step", "derivative", "directional", "jacobian", "stencil", "typical_scale"]
 
 
 _OFFSETS = (-2.0, -1.0, 1.0, 2.0)
 _WEIGHTS = (1.0, -8.0, 8.0, -1.0)  # f'(0) ~ (f(-2h) - 8 f(-h) + 8 f(h) - f(2h)) / 12h
+# order -> (offsets, weights, denominator in units of h)
+_STENCILS = {4: (_OFFSETS, _WEIGHTS, 12.0), 2: ((-1.0, 1.0), (-1.0, 1.0), 2.0)}
 
 
-def stencil(f: Callable[[jax.Array], jax.Array], h: jax.Array) -> jax.Array:
-    """5-point central difference of f(s) at s = 0 with step h (f maps a scalar step to an array).
+def base_step(dtype, order: int = 4) -> float:
+    """Relative step eps**(1/(order + 1)): it balances O(h**order) truncation against eps/h."""
+    return fd_base_step(dtype) if order == 4 else float(jnp.finfo(dtype).eps ** (1.0 / (order + 1)))
 
-    The four evaluations are one ``vmap`` of f, so f appears once in the compiled program.
+
+def stencil(f: Callable[[jax.Array], jax.Array], h: jax.Array, *, order: int = 4, has_aux: bool = False):
+    """Central difference of f(s) at s = 0 with step h (f maps a scalar step to an array).
+
+    ``order`` 4 is the 5-point stencil, 2 the 2-evaluation one. The evaluations are one ``vmap``
+    of f, so f appears once in the compiled program. With ``has_aux`` f returns (value, aux) and
+    the result is (derivative, aux of every evaluation stacked on a leading axis).
     """
+    offs, wts, denom = _STENCILS[order]
     h = jnp.asarray(h)
-    offsets = jnp.asarray(_OFFSETS, h.dtype).reshape((4,) + (1,) * h.ndim) * h  # h may be per element
+    offsets = jnp.asarray(offs, h.dtype).reshape((len(offs),) + (1,) * h.ndim) * h  # h may be per element
     vals = jax.vmap(f)(offsets)
-    w = jnp.asarray(_WEIGHTS, vals.dtype)
-    return jnp.tensordot(w, vals, axes=1) / (12 * h).astype(vals.dtype)
+    vals, aux = vals if has_aux else (vals, None)
+    w = jnp.asarray(wts, vals.dtype)
+    d = jnp.tensordot(w, vals, axes=1) / (denom * h).astype(vals.dtype)
+    return (d, aux) if has_aux else d
 
 
 def _rms(x: jax.Array) -> jax.Array:
@@ -71,12 +85,13 @@ def _prepare(primals: Sequence, tangents: Sequence) -> tuple[tuple, tuple]:
     return primals, tangents
 
 
-def directional(f: Callable[..., jax.Array], primals: Sequence, tangents: Sequence) -> jax.Array:
+def directional(f: Callable[..., jax.Array], primals: Sequence, tangents: Sequence, *, has_aux: bool = False):
     """J t = sum_k J_k t_k: the derivative of f(*primals) along ``tangents`` (one per primal).
 
     Each input contributes its own central difference with its own step, so inputs of very
     different magnitudes are each differenced at a step that suits them. All 4 x n_inputs
-    evaluations are one ``vmap`` of f.
+    evaluations are one ``vmap`` of f. With ``has_aux`` f returns (value, aux) and the result is
+    (J t, aux of every evaluation stacked on a leading axis).
     """
     primals, tangents = _prepare(primals, tangents)
     n = len(primals)
@@ -90,28 +105,13 @@ def directional(f: Callable[..., jax.Array], primals: Sequence, tangents: Sequen
         return f(*(p + ci * t for p, ci, t in zip(primals, c, tangents, strict=True)))
 
     vals = jax.vmap(moved)(coef.reshape(4 * n, n))
+    vals, aux = vals if has_aux else (vals, None)
     vals = vals.reshape((n, 4) + vals.shape[1:])
     w = jnp.asarray(_WEIGHTS, vals.dtype)
     per_input = jnp.tensordot(vals, w, axes=((1,), (0,)))  # (n, *out)
     scale = (12 * steps).astype(vals.dtype).reshape((n,) + (1,) * (vals.ndim - 2))
-    return jnp.sum(per_input / scale, axis=0)
-
-
-def one_sided(
-    f: Callable[..., jax.Array], primals: Sequence, tangents: Sequence
-) -> tuple[jax.Array, jax.Array]:
-    """Left and right first-order differences along ``tangents``; they disagree across a kink.
-
-    One common step is used (the smallest of the per-input steps), so the probe stays local.
-    """
-    primals, tangents = _prepare(primals, tangents)
-    step = jnp.min(jnp.stack([_input_step(p, t) for p, t in zip(primals, tangents, strict=True)]))
-
-    def at(s):
-        return f(*(p + s * t for p, t in zip(primals, tangents, strict=True)))
-
-    left, mid, right = jax.vmap(at)(jnp.stack([-step, 0.0 * step, step]))
-    return (mid - left) / step, (right - mid) / step
+    d = jnp.sum(per_input / scale, axis=0)
+    return (d, aux) if has_aux else d
 
 
 def _jacobian_flat(f: Callable[[jax.Array], jax.Array], x: jax.Array, typ: jax.Array) -> jax.Array:

@@ -156,7 +156,9 @@ def test_transposed_weight_gradient_is_caught():
         return dx, dW.T, db
 
     res = _planted("linear", bad)
-    assert res["vjp"].status == "FAIL" and res["vjp"].where.startswith("dW shape (5, 3) != (3, 5)")
+    r = res["vjp"]
+    assert (r.status, r.where, r.note) == ("FAIL", "dW", "shape (5, 3), expected (3, 5): transposed?")
+    assert "nan" not in r.line()
 
 
 def test_embedding_assigned_instead_of_accumulated_is_caught():
@@ -225,7 +227,7 @@ def test_check_function_on_user_function_and_assert_grads():
         gW, gx = grad(W, x)
         return gW.at[2, 1].add(1e-3), gx
 
-    with pytest.raises(AssertionError, match=r"vjp .*FAIL.*handwritten vs autodiff at darg0\[2, 1\]"):
+    with pytest.raises(AssertionError, match=r"vjp FAIL at W\[2, 1\]: handwritten vs autodiff"):
         assert_grads(f, (W, x), wrong)
 
 

@@ -1,0 +1,143 @@
+"""Kink detection: which branch every piecewise primitive of a function takes at a point.
+
+A finite difference is only a witness where the function is smooth between its stencil
+points. A function built from JAX primitives is smooth there unless one of its piecewise
+primitives (a comparison, ``max``/``min``, ``abs``, ``sign``, rounding, ``clamp``, an arg- or
+reduce-max, a ``cond`` index) switches branch between two of the points. :func:`with_branches`
+evaluates a function's jaxpr equation by equation and returns, next to its value, the branch
+each such primitive took; two points whose branch records differ lie on two sides of a kink.
+This finds the crossing exactly, however small its effect on the value (one ReLU unit among
+thousands), where comparing one-sided slopes would not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.extend import core
+
+__all__ = ["with_branches", "crossed"]
+
+
+def _outputs(invals, outs, params):
+    return [outs[0]]
+
+
+def _greater(invals, outs, params):
+    return [invals[0] > invals[1]]
+
+
+def _nonneg(invals, outs, params):
+    return [invals[0] >= 0]
+
+
+def _clamp(invals, outs, params):
+    lo, x, hi = invals
+    return [x < lo, x > hi]
+
+
+def _reduce_extreme(invals, outs, params):
+    return [invals[0] == lax.expand_dims(outs[0], params["axes"])]
+
+
+def _to_integer(invals, outs, params):
+    return [outs[0]] if not jnp.issubdtype(invals[0].dtype, jnp.integer) else []
+
+
+# Primitive name -> the branch decisions it takes (bool or integer arrays).
+_BRANCHES: dict[str, Callable[..., list]] = {
+    **{p: _outputs for p in ("gt", "lt", "ge", "le", "eq", "ne", "sign", "floor", "ceil", "round")},
+    **{p: _outputs for p in ("argmax", "argmin", "is_finite")},
+    "max": _greater,
+    "min": _greater,
+    "abs": _nonneg,
+    "clamp": _clamp,
+    "reduce_max": _reduce_extreme,
+    "reduce_min": _reduce_extreme,
+    "convert_element_type": _to_integer,
+}
+
+
+# Call-like primitives evaluate their inner jaxpr once, so it is inlined and recorded too.
+# Loops (scan, while) and cond branches are bound as they are: their inner kinks go unrecorded.
+_CALLS = (
+    "jit",
+    "pjit",
+    "closed_call",
+    "core_call",
+    "custom_jvp_call",
+    "custom_vjp_call",
+    "checkpoint",
+    "remat",
+)
+
+
+def _sub_jaxpr(eqn) -> Any:
+    """The closed jaxpr a call-like equation (jit, custom_jvp/vjp call, closed call) evaluates."""
+    if eqn.primitive.name not in _CALLS:
+        return None
+    for key in ("jaxpr", "call_jaxpr"):
+        sub = eqn.params.get(key)
+        if isinstance(sub, core.ClosedJaxpr):
+            return sub
+        if isinstance(sub, core.Jaxpr):
+            return core.ClosedJaxpr(sub, ())
+    return None
+
+
+def _eval(jaxpr, consts, args, record: list) -> list:
+    env: dict = {}
+
+    def read(v):
+        return v.val if isinstance(v, core.Literal) else env[v]
+
+    env.update(zip(jaxpr.constvars, consts, strict=True))
+    env.update(zip(jaxpr.invars, args, strict=True))
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        sub = _sub_jaxpr(eqn)
+        if sub is not None:
+            outs = _eval(sub.jaxpr, sub.consts, invals, record)
+        else:
+            outs = eqn.primitive.bind(*invals, **eqn.params)
+            outs = outs if eqn.primitive.multiple_results else [outs]
+            if name == "cond":
+                record.append(invals[0])
+            elif name in _BRANCHES:
+                record.extend(_BRANCHES[name](invals, outs, eqn.params))
+        env.update(zip(eqn.outvars, outs, strict=True))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def with_branches(f: Callable[..., Any], *example: Any) -> Callable[..., tuple[Any, tuple]]:
+    """``g(*args) -> (f(*args), branches)``: f's value and the branch record of its piecewise ops.
+
+    ``example`` fixes the argument shapes (tracers are fine); g may then be vmapped or jitted.
+    """
+    closed = jax.make_jaxpr(f, return_shape=True)
+    jx, out_shape = closed(*example)
+    tree = jax.tree_util.tree_structure(out_shape)
+
+    def g(*args):
+        record: list = []
+        flat = jax.tree_util.tree_leaves(args)
+        outs = _eval(jx.jaxpr, jx.consts, flat, record)
+        return jax.tree_util.tree_unflatten(tree, outs), tuple(record)
+
+    return g
+
+
+def crossed(a: tuple, b: tuple) -> jax.Array:
+    """True when two points' branch records differ: the segment between them crosses a kink.
+
+    Compares the records of two single points; vmap it to compare many.
+    """
+    out = jnp.asarray(False)
+    for x, y in zip(a, b, strict=True):
+        out = out | jnp.any(x != y)
+    return out

@@ -1,0 +1,275 @@
+"""check_function / assert_grads on ordinary user code: pytrees, argnums, kinks, readable failures,
+low precision. Every planted bug must fail; every correct gradient must pass, kinks included."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+from jaxcalc.checks import CHECKS, check_function, run_checks
+from jaxcalc.testing import assert_grads
+
+
+def _by_check(report):
+    return {r.check: r for r in report.results}
+
+
+# ----------------------------------------------------------------------------- a ReLU MLP
+
+
+def mlp_loss(params, batch):
+    x, y = batch
+    h = jax.nn.relu(x @ params["W1"])
+    return jnp.mean((h @ params["W2"] - y) ** 2)
+
+
+def mlp_grad(params, batch, mask=True, scale=1.0):
+    x, y = batch
+    z = x @ params["W1"]
+    h = jnp.maximum(z, 0)
+    d = 2 * (h @ params["W2"] - y) / y.size
+    dh = d @ params["W2"].T
+    dz = dh * (z > 0) if mask else dh
+    return {"W1": scale * (x.T @ dz), "W2": h.T @ d}
+
+
+def mlp_args(seed, dtype):
+    rng = np.random.default_rng(seed)
+    params = {
+        "W1": rng.standard_normal((6, 8)).astype(dtype),
+        "W2": rng.standard_normal((8, 3)).astype(dtype),
+    }
+    batch = (rng.standard_normal((10, 6)).astype(dtype), rng.standard_normal((10, 3)).astype(dtype))
+    return params, batch
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_mlp_correct_gradient_passes_on_ten_seeds(dtype):
+    for seed in range(10):
+        report = assert_grads(mlp_loss, mlp_args(seed, dtype), mlp_grad, argnums=0)
+        checks = _by_check(report)
+        assert {"vjp", "fd_jvp", "jacobian_fd", "vjp_fd", "hvp", "hessian_symmetry"} <= checks.keys()
+        assert checks["vjp"].status == "pass"  # exact comparisons never hide behind a kink
+        assert checks["hvp"].a_label == "jvp(handwritten grad)"  # the Hessian checks use the user's gradient
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "bug", [dict(scale=1.001), dict(mask=False)], ids=["scaled_by_1.001", "missing_relu_mask"]
+)
+def test_relu_mlp_planted_bugs_are_caught(dtype, bug):
+    args = mlp_args(3, dtype)
+    with pytest.raises(AssertionError) as info:
+        assert_grads(mlp_loss, args, lambda p, b: mlp_grad(p, b, **bug), argnums=0)
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("vjp FAIL at params['W1'][") and "handwritten vs autodiff" in first
+    assert "CheckResult(" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- kinks
+
+
+def huber(r, delta):
+    a = jnp.abs(r)
+    return jnp.mean(jnp.where(a < delta, 0.5 * r**2, delta * (a - 0.5 * delta)))
+
+
+def huber_grad(r, delta):
+    return jnp.clip(r, -delta, delta) / r.size
+
+
+def weighted_abs(x, w):
+    return jnp.sum(w * jnp.abs(x))
+
+
+def weighted_abs_grad(x, w):
+    return w * jnp.sign(x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huber_and_weighted_abs_pass_next_to_their_kinks(dtype):
+    rng = np.random.default_rng(0)
+    # Half the entries sit within 1e-4 of a kink, so the finite differences straddle it.
+    near = np.repeat([1e-5, -3e-5, 5e-5], 4)
+    r = np.concatenate([rng.standard_normal(12) * 2, 1.0 + near]).astype(dtype)
+    report = assert_grads(huber, (r, dtype(1.0)), huber_grad, argnums=0)
+    assert report.counts()["kink"] >= 1, report
+    x = np.concatenate([rng.standard_normal(12), near]).astype(dtype)
+    w = rng.uniform(0.5, 2.0, x.size).astype(dtype)
+    report = assert_grads(weighted_abs, (x, w), weighted_abs_grad, argnums=0)
+    # Piecewise linear: the Hessian is zero a.e., and its finite difference must not fail.
+    assert _by_check(report)["hvp"].status in ("pass", "kink")
+    assert report.counts()["kink"] >= 1
+
+
+def test_a_wrong_gradient_next_to_a_kink_still_fails():
+    x = np.array([1e-5, -2e-5, 0.7, -1.3, 2.0])
+    w = np.array([1.0, 2.0, 0.5, 1.5, 1.0])
+    with pytest.raises(AssertionError, match=r"^vjp FAIL at x\[4\]"):
+        assert_grads(weighted_abs, (x, w), lambda x, w: weighted_abs_grad(x, w).at[4].mul(1.01), argnums=0)
+
+
+# ----------------------------------------------------------------------------- pytrees and argnums
+
+
+class Dense(NamedTuple):
+    W: jax.Array
+    b: jax.Array
+
+
+def nested_loss(params, x, labels):
+    h = jnp.tanh(x @ params["enc"][0]["W"] + params["enc"][0]["b"])
+    logits = h @ params["dec"].W + params["dec"].b
+    return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(x.shape[0]), labels])
+
+
+def test_nested_pytree_with_one_wrong_leaf_is_named_by_its_path():
+    rng = np.random.default_rng(1)
+    params = {
+        "enc": [{"W": rng.standard_normal((4, 5)), "b": rng.standard_normal(5)}],
+        "dec": Dense(rng.standard_normal((5, 3)), rng.standard_normal(3)),
+    }
+    x, labels = rng.standard_normal((7, 4)), np.array([0, 2, 1, 1, 0, 2, 2])
+    good = jax.grad(nested_loss)
+
+    report = assert_grads(nested_loss, (params, x, labels), good, argnums=0)
+    assert report.passed
+
+    def wrong(p, x, labels):
+        g = good(p, x, labels)
+        return {**g, "dec": g["dec"]._replace(b=g["dec"].b.at[1].add(0.01))}
+
+    with pytest.raises(AssertionError, match=r"^vjp FAIL at params\['dec'\]\.b\[1\]"):
+        assert_grads(nested_loss, (params, x, labels), wrong, argnums=0)
+
+
+def test_argnums_partial_and_integer_leaves():
+    rng = np.random.default_rng(2)
+    params = {"W": rng.standard_normal((4, 3))}
+    x, labels = rng.standard_normal((6, 4)), np.array([0, 1, 2, 0, 1, 2])
+
+    def loss(params, x, labels):
+        return nested_loss(
+            {"enc": [{"W": params["W"], "b": jnp.zeros(3)}], "dec": Dense(jnp.eye(3), jnp.zeros(3))},
+            x,
+            labels,
+        )
+
+    dx = jax.grad(loss, argnums=1)
+    report = assert_grads(loss, (params, x, labels), dx, argnums=1)
+    assert all(r.where.startswith(("x", "(", "<", "H")) for r in report.results), report
+    both = jax.grad(loss, argnums=(0, 1))
+    assert_grads(loss, (params, x, labels), both, argnums=(0, 1))
+    # argnums=None: every argument holding floats (params and x; labels are integers), as a tuple.
+    assert_grads(loss, (params, x, labels), both)
+    with pytest.raises(AssertionError, match=r"^vjp FAIL at x\[") as info:
+        assert_grads(loss, (params, x, labels), lambda *a: 2 * dx(*a), argnums=1)
+    assert "labels" not in str(info.value)
+
+
+def test_gradient_with_the_wrong_structure_says_so():
+    rng = np.random.default_rng(3)
+    W, b, x = rng.standard_normal((3, 2)), rng.standard_normal(2), rng.standard_normal((5, 3))
+
+    def loss(W, b, x):
+        return jnp.sum(jnp.tanh(x @ W + b) ** 2)
+
+    with pytest.raises(AssertionError, match=r"handwritten gradient has no entry at \[1\]"):
+        assert_grads(loss, (W, b, x), lambda W, b, x: (jax.grad(loss)(W, b, x),), argnums=(0, 1))
+
+
+def test_transposed_gradient_is_reported_as_transposed():
+    rng = np.random.default_rng(4)
+    W, x = rng.standard_normal((4, 2)), rng.standard_normal((6, 4))
+
+    def loss(W, x):
+        return jnp.sum(jnp.sin(x @ W))
+
+    with pytest.raises(AssertionError) as info:
+        assert_grads(loss, (W, x), lambda W, x: jax.grad(loss)(W, x).T, argnums=0)
+    msg = str(info.value)
+    assert (
+        msg.splitlines()[0]
+        == "vjp FAIL at W: handwritten vs autodiff, shape (2, 4), expected (4, 2): transposed?"
+    )
+    assert "nan" not in msg
+
+
+# ----------------------------------------------------------------------------- reports and options
+
+
+def test_report_prints_as_a_table_and_checks_select():
+    rng = np.random.default_rng(5)
+    args = (rng.standard_normal((3, 4)), rng.standard_normal((5, 3)))
+
+    def f(W, x):
+        return jnp.sum(jnp.tanh(x @ W) ** 2)
+
+    report = check_function(f, args, jax.grad(f), argnums=0, checks=("vjp", "fd_jvp"))
+    assert [r.check for r in report.results] == ["vjp", "fd_jvp"]
+    text = str(report)
+    assert text == repr(report) and text.splitlines()[1].split()[:3] == ["check", "status", "error"]
+    assert "CheckResult(" not in text and text.splitlines()[-1] == "2 passed, 0 failed"
+    fewer = check_function(f, args, jax.grad(f), argnums=0, checks=("-hvp", "-hessian_symmetry"))
+    assert {r.check for r in fewer.results}.isdisjoint({"hvp", "hessian_symmetry"}) and "vjp_fd" in _by_check(
+        fewer
+    )
+    with pytest.raises(ValueError, match="unknown check 'hpv'"):
+        check_function(f, args, jax.grad(f), argnums=0, checks="-hpv")
+    assert set(_by_check(check_function(f, args, argnums=0))) <= set(CHECKS)
+
+
+def test_run_checks_takes_tolerances_and_a_label():
+    def f(x):
+        return jnp.sum(jnp.sin(x))
+
+    x = np.linspace(-1.0, 1.0, 5)
+    common = dict(diff_idx=(0,), names=("x",), ct=np.asarray(1.0), tangents=(np.ones(5),))
+    vjp = lambda p, ct: (ct * 1.0001 * jnp.cos(p[0]),)  # noqa: E731
+    strict = run_checks("sin", f, (x,), vjp=vjp, **common)
+    loose = run_checks("sin", f, (x,), vjp=vjp, tolerances={"exact": 1e-3}, label="sin[golden]", **common)
+    assert not strict.passed and _by_check(strict)["vjp"].tol == 1e-10
+    assert _by_check(loose)["vjp"].tol == 1e-3 and _by_check(loose)["vjp"].status == "pass"
+    assert {r.case for r in loose.results} == {"sin[golden]"}
+
+
+# ----------------------------------------------------------------------------- low precision
+
+
+def lp_loss(W, x):
+    return jnp.sum(jnp.tanh(x @ W))
+
+
+def lp_grad(W, x):
+    return x.T @ (1 - jnp.tanh(x @ W) ** 2)
+
+
+def lp_grad_low_accumulation(W, x):
+    """The batch reduction of the gradient accumulated in the low dtype, rounding after every add."""
+    d = 1 - jnp.tanh(x @ W) ** 2
+    acc = jnp.zeros(W.shape, W.dtype)
+    for i in range(x.shape[0]):
+        acc = (acc + jnp.outer(x[i], d[i])).astype(W.dtype)
+    return acc
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=["bfloat16", "float16"])
+def test_low_precision_correct_passes_and_planted_bugs_fail(dtype):
+    rng = np.random.default_rng(6)
+    W = rng.standard_normal((8, 4)).astype(dtype) * dtype(0.3)
+    x = np.abs(rng.standard_normal((256, 8))).astype(dtype)
+    assert isinstance(W.dtype, np.dtype) and (W.dtype == ml_dtypes.bfloat16 or W.dtype == np.float16)
+    report = assert_grads(lp_loss, (W, x), lp_grad, argnums=0)
+    row = _by_check(report)["vjp"]
+    assert row.b_label == "float64 autodiff" and 0 < row.tol < 0.1
+    with pytest.raises(AssertionError, match=r"^vjp FAIL at W\["):
+        assert_grads(lp_loss, (W, x), lambda W, x: lp_grad(W, x) * 1.05, argnums=0)
+    with pytest.raises(AssertionError, match=r"^vjp FAIL at W\["):
+        assert_grads(lp_loss, (W, x), lp_grad_low_accumulation, argnums=0)
+    jnp_args = (jnp.asarray(W), jnp.asarray(x))  # jax arrays work the same as ml_dtypes arrays
+    assert assert_grads(lp_loss, jnp_args, lp_grad, argnums=0).passed
