@@ -13,8 +13,9 @@ from jaxcalc.cases import REGISTRY, get_case
 def test_cases_lists_the_whole_catalogue(cli):
     rc, out, _ = cli("cases")
     assert rc == 0
-    assert out.strip().splitlines()[-1] == f"{len(REGISTRY)} cases"
-    assert "transformer_block" in out and "ids(6) int" in out
+    assert out.strip().splitlines()[-1].startswith(f"{len(REGISTRY)} cases; ")
+    assert "transformer_block" in out and "ids(n) int" in out and "sizes: golden n=6,V=5,D=4; tiles" in out
+    assert "regimes: typical, large, masked" in out
 
 
 def test_cases_json(cli):
@@ -28,16 +29,21 @@ def test_cases_json(cli):
 
 def test_check_prints_rows_and_the_closing_line(cli, tmp_path):
     report = tmp_path / "check.json"
-    rc, out, _ = cli("check", "softmax", "square", "--json", report)
+    rc, out, _ = cli("check", "softmax", "square", "--regimes", "typical", "--json", report)
     lines = out.strip().splitlines()
     assert rc == 0
-    assert lines[0].startswith("# backend ")
+    assert lines[0].startswith("# backend ") and "2 instances of 2 cases" in lines[0]
     assert lines[-1] == "16 passed, 0 failed"  # softmax 7 checks, square 9 (with hvp, Hessian)
     assert sum(line.startswith("softmax ") for line in lines) == 7
     data = json.loads(report.read_text())
     assert data["summary"] == {"pass": 16, "FAIL": 0, "kink": 0}
     assert {r["case"] for r in data["results"]} == {"softmax", "square"}
     assert data["machine"]["backend"] and data["dtype"] == "float64"
+    # every regime: the large and masked instances run the exact checks only (no finite differences)
+    rc, out, _ = cli("check", "softmax")
+    rows = [line for line in out.splitlines() if line.startswith("softmax~")]
+    assert rc == 0 and {r.split()[0] for r in rows} == {"softmax~large", "softmax~masked"}
+    assert not any(" fd_jvp " in r or " jacobian_fd " in r for r in rows) and len(rows) == 8
 
 
 def test_check_exits_1_and_names_the_element_when_a_derivative_is_wrong(cli, monkeypatch):
@@ -63,8 +69,17 @@ def test_check_unknown_name_suggests_close_names(cli):
 
 
 def test_check_bad_dtype_is_a_usage_error(cli):
-    rc, _, err = cli("check", "square", "--dtype", "float16")
+    rc, _, err = cli("check", "square", "--dtype", "float8")
     assert rc == 2 and len(err.strip().splitlines()) == 1
+    rc, _, err = cli("check", "square", "--sizes", "huge")
+    assert rc == 2 and "unknown size 'huge'" in err
+
+
+def test_check_low_precision_columns(cli):
+    for dtype in ("bfloat16", "float16"):
+        rc, out, _ = cli("check", "linear", "softmax", "--regimes", "typical", "--dtype", dtype)
+        assert rc == 0 and dtype in out.splitlines()[0], out
+        assert out.strip().splitlines()[-1].endswith(" 0 failed")
 
 
 def test_check_float32_and_fast(cli):

@@ -84,7 +84,7 @@ def masked_attention_vjp(
     ds = softmax_vjp(s, da) / math.sqrt(q.shape[-1])  # masked entries have A = 0, so dS = 0 there
     dq = jnp.einsum("...qk,...kd->...qd", ds, k)  # S = q k^T / sqrt(d)
     dk = jnp.einsum("...qk,...qd->...kd", ds, q)
-    return dq, dk, dv
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)  # scores were in float32
 
 
 def attention(q: ArrayLike, k: ArrayLike, v: ArrayLike) -> jax.Array:
@@ -272,7 +272,7 @@ def padded_attention(q: ArrayLike, k: ArrayLike, v: ArrayLike, mask: ArrayLike) 
     A query row that sees no key (fully masked: padding) gives zeros, never NaN: (..., Tq, dv).
     """
     q, k, v, mask = jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(mask)
-    a = _padded_weights(q, k, mask)
+    a = _padded_weights(q, k, mask).astype(v.dtype)
     return jnp.einsum("...qk,...kv->...qv", a, v)
 
 
@@ -291,11 +291,12 @@ def padded_attention_vjp(
     q, k, v, mask, ct = (jnp.asarray(a) for a in (q, k, v, mask, ct))
     alive = jnp.any(mask, axis=-1, keepdims=True)
     s = _scores(q, k, mask | ~alive)
-    a = jnp.where(alive, softmax(s), 0.0)
+    a = jnp.where(alive, softmax(s), 0.0).astype(v.dtype)
     dv = jnp.einsum("...qk,...qv->...kv", a, ct)  # out = A v
     da = jnp.einsum("...qv,...kv->...qk", ct, v)
     ds = jnp.where(alive, softmax_vjp(s, da), 0.0) / math.sqrt(q.shape[-1])
-    return jnp.einsum("...qk,...kd->...qd", ds, k), jnp.einsum("...qk,...qd->...kd", ds, q), dv
+    dq, dk = jnp.einsum("...qk,...kd->...qd", ds, k), jnp.einsum("...qk,...qd->...kd", ds, q)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
 
 
 def _padding_mask(dead_rows: bool) -> Callable:
