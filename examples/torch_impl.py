@@ -284,3 +284,9 @@ def adam_step(p: T, g: T, m: T, v: T) -> T:
     v1 = b2 * v + (1 - b2) * g * g
     p1 = p - lr * (m1 / (1 - b1**t)) / (torch.sqrt(v1 / (1 - b2**t)) + eps)
     return torch.stack([p1, m1, v1])
+
+
+from torch_blocks import *  # noqa: E402, F403  the blocks and generative models (examples/ is on sys.path)
+from torch_blocks import __all__ as _blocks  # noqa: E402
+
+__all__ += _blocks

@@ -140,10 +140,14 @@ def dropout(x: ArrayLike, keep: ArrayLike) -> jax.Array:
     return jnp.where(jnp.asarray(keep), x * _dropout_scale(x.dtype), 0.0)
 
 
+def _kept_cotangent(keep: jax.Array, ct: jax.Array) -> jax.Array:
+    """where(keep, ct / (1 - p), 0): the kept elements pass the cotangent, scaled like the forward."""
+    return jnp.where(keep, ct * _dropout_scale(ct.dtype), 0.0)
+
+
 def dropout_vjp(primals: tuple, ct: ArrayLike) -> tuple[jax.Array]:
     """(dx,) = where(keep, ct / (1 - p), 0)."""
-    ct = jnp.asarray(ct)
-    return (jnp.where(jnp.asarray(primals[1]), ct * _dropout_scale(ct.dtype), 0.0),)
+    return (_kept_cotangent(jnp.asarray(primals[1]), jnp.asarray(ct)),)
 
 
 # ----------------------------------------------------------------------------- losses on logits
@@ -158,8 +162,9 @@ def _smoothed_target(labels: jax.Array, c: int, dtype: jnp.dtype) -> jax.Array:
 def label_smoothed_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
     """mean_n -sum_j q_j log softmax(logits_n)_j, q = 0.9 onehot + 0.1 / C: logits (N, C) -> ()."""
     lp = log_softmax(logits)
-    q = _smoothed_target(jnp.asarray(labels), lp.shape[-1], lp.dtype)
-    return -jnp.sum(q * lp) / lp.shape[0]
+    picked = jnp.take_along_axis(lp, jnp.asarray(labels)[..., None], axis=-1)[..., 0]
+    # (1 - s) nll of the label + s times the mean over classes of -log p
+    return -jnp.mean((1.0 - LABEL_SMOOTHING) * picked + LABEL_SMOOTHING * jnp.mean(lp, axis=-1))
 
 
 def label_smoothed_cross_entropy_vjp(primals: tuple, ct: ArrayLike) -> tuple[jax.Array]:
@@ -179,7 +184,12 @@ def z_loss_vjp(primals: tuple, ct: ArrayLike) -> tuple[jax.Array]:
     """(dlogits,) = ct 1e-4 2 lse_n softmax(logits_n) / N."""
     logits = jnp.asarray(primals[0])
     lse = logsumexp(logits)[..., None]
-    return (jnp.asarray(ct) * Z_LOSS_COEF * 2.0 * lse * softmax(logits) / logits.shape[0],)
+    return (jnp.asarray(ct) * Z_LOSS_COEF * _square_grad(lse) * softmax(logits) / logits.shape[0],)
+
+
+def _square_grad(a: jax.Array) -> jax.Array:
+    """d a^2 / da = 2 a."""
+    return 2.0 * a
 
 
 # ----------------------------------------------------------------------------- cases

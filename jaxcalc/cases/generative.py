@@ -286,6 +286,11 @@ def gan_losses(z, x_real, Wg1, bg1, Wg2, bg2, Wd1, bd1, wd2, bd2) -> jax.Array:
     return jnp.stack([l_d, jnp.mean(softplus(-lf))])
 
 
+def _generator_logit_grad(lf: jax.Array) -> jax.Array:
+    """d softplus(-l) / dl = sigmoid(l) - 1: the non-saturating generator loss -log D(G(z))."""
+    return sigmoid(lf) - 1.0
+
+
 def gan_losses_vjp(primals: tuple, ct: ArrayLike) -> tuple[jax.Array, ...]:
     """Pull back ct = (c_D, c_G): the discriminator runs twice (real, fake), its gradients add up."""
     z, xr, Wg1, bg1, Wg2, bg2, Wd1, bd1, wd2, bd2 = (jnp.asarray(p) for p in primals)
@@ -296,7 +301,7 @@ def gan_losses_vjp(primals: tuple, ct: ArrayLike) -> tuple[jax.Array, ...]:
     lr, lf, n = lr[:, 0], lf[:, 0], lr.shape[0]
     # d softplus(-l)/dl = -sigmoid(-l) = sigmoid(l) - 1;  d softplus(l)/dl = sigmoid(l)
     dlr = ct[0] * (sigmoid(lr) - 1.0) / n
-    dlf = ct[0] * sigmoid(lf) / n + ct[1] * (sigmoid(lf) - 1.0) / n
+    dlf = ct[0] * sigmoid(lf) / n + ct[1] * _generator_logit_grad(lf) / n
     dxr, dWd1_r, dbd1_r, dwd2_r, dbd2_r = _mlp_tanh_vjp(xr, hr, Wd1, bd1, wd2, bd2, dlr[:, None])
     dxf, dWd1_f, dbd1_f, dwd2_f, dbd2_f = _mlp_tanh_vjp(xf, hf, Wd1, bd1, wd2, bd2, dlf[:, None])
     dz, dWg1, dbg1, dWg2, dbg2 = _mlp_tanh_vjp(z, hg, Wg1, bg1, Wg2, bg2, dxf)

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
 from jaxcalc.cases._base import (
     Case,
     Input,
-    Sampler,
     fan_in,
     ids_with_repeats,
-    integers,
     normal,
     offset_rows,
     register,
