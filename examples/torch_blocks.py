@@ -16,7 +16,8 @@ import torch.nn.functional as F
 __all__ = [
     "vae_elbo", "ddpm_loss", "gan_losses", "gpt_lm_loss", "backprop_mlp", "gqa_attention",
     "cross_attention", "batchnorm", "groupnorm", "rope", "swiglu", "dropout",
-    "label_smoothed_cross_entropy", "z_loss",
+    "label_smoothed_cross_entropy", "z_loss", "lstm_cell", "gru_cell", "conv1d", "conv2d", "max_pool2d",
+    "avg_pool2d",
 ]  # fmt: skip
 
 Inputs = dict[str, np.ndarray]
@@ -25,7 +26,7 @@ T = torch.Tensor
 
 
 def _autograd(forward: Callable[..., T]) -> Callable[[Inputs, np.ndarray], Result]:
-    """Wrap ``forward(**tensors)``: float inputs get requires_grad; integer and bool inputs stay as they are."""
+    """Wrap ``forward(**tensors)``: float inputs get requires_grad; int and bool inputs stay as they are."""
 
     def case(inputs: Inputs, cotangent: np.ndarray) -> Result:
         tensors = {k: torch.from_numpy(np.array(a, copy=True)) for k, a in inputs.items()}
@@ -63,7 +64,7 @@ def _merge(a: T) -> T:
 
 @_autograd
 def vae_elbo(x, eps, We, be, Wmu, bmu, Wlv, blv, Wd1, bd1, Wd2, bd2) -> T:
-    """Negative ELBO: mean_n [||x - xhat||^2 / 2 + KL(N(mu, exp(logvar)) || N(0, I))], z = mu + exp(logvar/2) eps."""
+    """Negative ELBO: mean_n [||x - xhat||^2 / 2 + KL(q(z | x) || N(0, I))], z = mu + exp(logvar / 2) eps."""
     h = torch.tanh(F.linear(x, We.T, be))
     mu, logvar = F.linear(h, Wmu.T, bmu), F.linear(h, Wlv.T, blv)
     z = mu + torch.exp(0.5 * logvar) * eps
@@ -190,3 +191,46 @@ def label_smoothed_cross_entropy(logits, labels) -> T:
 def z_loss(logits) -> T:
     """1e-4 mean(logsumexp(logits)^2)."""
     return 1e-4 * torch.logsumexp(logits, dim=-1).pow(2).mean()
+
+
+# ----------------------------------------------------------------------------- recurrent cells
+
+
+@_autograd
+def lstm_cell(x, h, c, W_ih, W_hh, b_ih, b_hh) -> T:
+    """torch.lstm_cell (what nn.LSTMCell runs), output concat([h', c'])."""
+    h1, c1 = torch.lstm_cell(x, (h, c), W_ih, W_hh, b_ih, b_hh)
+    return torch.cat([h1, c1], dim=-1)
+
+
+@_autograd
+def gru_cell(x, h, W_ih, W_hh, b_ih, b_hh) -> T:
+    """torch.gru_cell (what nn.GRUCell runs)."""
+    return torch.gru_cell(x, h, W_ih, W_hh, b_ih, b_hh)
+
+
+# ----------------------------------------------------------------------------- convolution and pooling
+
+
+@_autograd
+def conv1d(x, w, b) -> T:
+    """F.conv1d with stride 2, padding 2, dilation 3."""
+    return F.conv1d(x, w, b, stride=2, padding=2, dilation=3)
+
+
+@_autograd
+def conv2d(x, w, b) -> T:
+    """F.conv2d with stride 2, padding 1, dilation 2, groups 2."""
+    return F.conv2d(x, w, b, stride=2, padding=1, dilation=2, groups=2)
+
+
+@_autograd
+def max_pool2d(x) -> T:
+    """F.max_pool2d with kernel 3, stride 2."""
+    return F.max_pool2d(x, 3, stride=2)
+
+
+@_autograd
+def avg_pool2d(x) -> T:
+    """F.avg_pool2d with kernel 3, stride 2, padding 1 (padding counted)."""
+    return F.avg_pool2d(x, 3, stride=2, padding=1)

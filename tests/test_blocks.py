@@ -15,14 +15,25 @@ import numpy as np
 import pytest
 
 from jaxcalc import backprop
-from jaxcalc.cases import attention_blocks, blocks, generative, get_case, gpt, instance, norms
+from jaxcalc.cases import (
+    attention_blocks,
+    blocks,
+    conv,
+    generative,
+    get_case,
+    gpt,
+    instance,
+    norms,
+    recurrent,
+)
 from jaxcalc.checks import check_case
 from jaxcalc.numerics import compare, reference_mode
 
 NEW = (
     "vae_elbo", "ddpm_loss", "gan_losses", "gpt_lm_loss", "backprop_mlp", "gqa_attention",
     "cross_attention", "batchnorm", "groupnorm", "rope", "swiglu", "dropout",
-    "label_smoothed_cross_entropy", "z_loss",
+    "label_smoothed_cross_entropy", "z_loss", "lstm_cell", "gru_cell", "conv1d", "conv2d", "max_pool2d",
+    "avg_pool2d",
 )  # fmt: skip
 
 
@@ -73,6 +84,17 @@ def _wrong_kv_mapping(d, group):
 
 
 _ORIG_STATS = norms._statistics_terms
+_ORIG_CROP = conv._crop
+
+
+def _swap_input_forget(di, df, dg, do):
+    """The input and forget gates' cotangents in each other's place."""
+    return jnp.concatenate([df, di, dg, do], axis=-1)
+
+
+def _argmin_mask(win):
+    return (jnp.arange(win.shape[-1]) == jnp.argmin(win, axis=-1)[..., None]).astype(win.dtype)
+
 
 PLANTS = {
     # (case, module, helper, replacement): each replacement is the bug
@@ -94,11 +116,22 @@ PLANTS = {
         "groupnorm", norms, "_statistics_terms", lambda g, xhat, axes: _ORIG_STATS(g, xhat, (3,))),
     "rope-rotation-sign-flipped": ("rope", blocks, "_rotate_half_t", blocks._rotate_half),
     "swiglu-gate-derivative-sigmoid": ("swiglu", blocks, "silu_grad", jax.nn.sigmoid),
-    "dropout-backward-unscaled": ("dropout", blocks, "_kept_cotangent", lambda keep, ct: jnp.where(keep, ct, 0.0)),
+    "dropout-backward-unscaled": (
+        "dropout", blocks, "_kept_cotangent", lambda keep, ct: jnp.where(keep, ct, 0.0)),
     "label-smoothing-uniform-part-missing": (
         "label_smoothed_cross_entropy", blocks, "_smoothed_target",
         lambda labels, c, dtype: (jnp.arange(c) == labels[..., None]).astype(dtype)),
     "z-loss-square-derivative-halved": ("z_loss", blocks, "_square_grad", lambda a: a),
+    "lstm-gate-order-swapped": ("lstm_cell", recurrent, "_join_gates", _swap_input_forget),
+    "gru-reset-gate-missing-on-hidden-path": ("gru_cell", recurrent, "_reset_gated", lambda dn, r: dn),
+    "conv1d-stride-off-by-one": (
+        "conv1d", conv, "_geometry", lambda s: (s["stride"] - 1, s["padding"], s["dilation"], s["groups"])),
+    "conv2d-stride-off-by-one": (
+        "conv2d", conv, "_geometry", lambda s: (s["stride"] - 1, s["padding"], s["dilation"], s["groups"])),
+    "conv2d-dilation-off-by-one": (
+        "conv2d", conv, "_geometry", lambda s: (s["stride"], s["padding"], s["dilation"] - 1, s["groups"])),
+    "max-pool-routes-to-argmin": ("max_pool2d", conv, "_argmax_mask", _argmin_mask),
+    "avg-pool-padding-not-cropped": ("avg_pool2d", conv, "_crop", lambda d, p, size: _ORIG_CROP(d, 0, size)),
 }  # fmt: skip
 
 

@@ -20,7 +20,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NEW = (
     "vae_elbo", "ddpm_loss", "gan_losses", "gpt_lm_loss", "backprop_mlp", "gqa_attention",
     "cross_attention", "batchnorm", "groupnorm", "rope", "swiglu", "dropout",
-    "label_smoothed_cross_entropy", "z_loss",
+    "label_smoothed_cross_entropy", "z_loss", "lstm_cell", "gru_cell", "conv1d", "conv2d", "max_pool2d",
+    "avg_pool2d",
 )  # fmt: skip
 
 

@@ -101,8 +101,13 @@ def test_vae_elbo_stages() -> None:
     z = st["mu"][2]["x"] @ inputs["Wmu"] + inputs["bmu"]
     z = z + np.exp(0.5 * (st["logvar"][2]["x"] @ inputs["Wlv"] + inputs["blv"])) * inputs["eps"]
     _close(z, st["dec1"][2]["x"], "z = mu + exp(logvar / 2) eps = decoder input")
-    owned = {"enc": {"W": "We", "b": "be"}, "mu": {"W": "Wmu", "b": "bmu"}, "logvar": {"W": "Wlv", "b": "blv"},
-             "dec1": {"W": "Wd1", "b": "bd1"}, "dec2": {"W": "Wd2", "b": "bd2"}}  # fmt: skip
+    owned = {
+        "enc": {"W": "We", "b": "be"},
+        "mu": {"W": "Wmu", "b": "bmu"},
+        "logvar": {"W": "Wlv", "b": "blv"},
+        "dec1": {"W": "Wd1", "b": "bd1"},
+        "dec2": {"W": "Wd2", "b": "bd2"},
+    }
     _params_match(vjps, grads, owned)
     # x reaches the loss through the encoder and directly as the reconstruction target
     _close(vjps["enc"]["x"] + vjps["recon"]["target"], grads["x"], "enc dx + recon dtarget = composite dx")

@@ -22,6 +22,8 @@ from jaxcalc.cases import backprop_mlp  # noqa: F401, E402, I001
 from jaxcalc.cases import attention_blocks  # noqa: F401, E402, I001
 from jaxcalc.cases import norms  # noqa: F401, E402, I001
 from jaxcalc.cases import blocks  # noqa: F401, E402, I001
+from jaxcalc.cases import recurrent  # noqa: F401, E402, I001
+from jaxcalc.cases import conv  # noqa: F401, E402, I001
 from jaxcalc.cases._base import (
     DEFAULT_SIZES,
     MAX_INSTANCE_ELEMENTS,
