@@ -17,7 +17,7 @@ __all__ = [
     "vae_elbo", "ddpm_loss", "gan_losses", "gpt_lm_loss", "backprop_mlp", "gqa_attention",
     "cross_attention", "batchnorm", "groupnorm", "rope", "swiglu", "dropout",
     "label_smoothed_cross_entropy", "z_loss", "lstm_cell", "gru_cell", "conv1d", "conv2d", "max_pool2d",
-    "avg_pool2d",
+    "avg_pool2d", "selective_scan", "moe_top2",
 ]  # fmt: skip
 
 Inputs = dict[str, np.ndarray]
@@ -234,3 +234,25 @@ def max_pool2d(x) -> T:
 def avg_pool2d(x) -> T:
     """F.avg_pool2d with kernel 3, stride 2, padding 1 (padding counted)."""
     return F.avg_pool2d(x, 3, stride=2, padding=1)
+
+
+@_autograd
+def selective_scan(x, dt, A_log, B, C) -> T:
+    """h_t = exp(softplus(dt_t) A) h_{t-1} + softplus(dt_t) x_t B_t, A = -exp(A_log), y_t = h_t C_t."""
+    delta, A = F.softplus(dt), -torch.exp(A_log)
+    h = torch.zeros_like(A)
+    ys = []
+    for t in range(x.shape[0]):
+        h = torch.exp(delta[t, :, None] * A) * h + (delta[t] * x[t])[:, None] * B[t][None, :]
+        ys.append(h @ C[t])
+    return torch.stack(ys)
+
+
+@_autograd
+def moe_top2(x, Wr, W1, W2) -> T:
+    """torch.topk over the router logits, softmax over the two chosen, experts silu(x W1[e]) W2[e]."""
+    top = torch.topk(x @ Wr, 2, dim=-1)
+    gates = torch.softmax(top.values, dim=-1)  # (N, 2)
+    out = torch.einsum("nef,efd->ned", F.silu(torch.einsum("nd,edf->nef", x, W1)), W2)
+    picked = torch.gather(out, 1, top.indices[:, :, None].expand(-1, -1, out.shape[-1]))  # (N, 2, D)
+    return torch.einsum("nk,nkd->nd", gates, picked)

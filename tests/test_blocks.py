@@ -23,6 +23,7 @@ from jaxcalc.cases import (
     get_case,
     gpt,
     instance,
+    moe,
     norms,
     recurrent,
 )
@@ -33,7 +34,7 @@ NEW = (
     "vae_elbo", "ddpm_loss", "gan_losses", "gpt_lm_loss", "backprop_mlp", "gqa_attention",
     "cross_attention", "batchnorm", "groupnorm", "rope", "swiglu", "dropout",
     "label_smoothed_cross_entropy", "z_loss", "lstm_cell", "gru_cell", "conv1d", "conv2d", "max_pool2d",
-    "avg_pool2d",
+    "avg_pool2d", "selective_scan", "moe_top2",
 )  # fmt: skip
 
 
@@ -131,6 +132,8 @@ PLANTS = {
     "conv2d-dilation-off-by-one": (
         "conv2d", conv, "_geometry", lambda s: (s["stride"], s["padding"], s["dilation"] - 1, s["groups"])),
     "max-pool-routes-to-argmin": ("max_pool2d", conv, "_argmax_mask", _argmin_mask),
+    "selective-scan-state-not-decayed-backward": ("selective_scan", recurrent, "_carry", lambda a, g: g),
+    "moe-gates-not-renormalized-backward": ("moe_top2", moe, "_gate_pullback", lambda w, dw: w * dw),
     "avg-pool-padding-not-cropped": ("avg_pool2d", conv, "_crop", lambda d, p, size: _ORIG_CROP(d, 0, size)),
 }  # fmt: skip
 
@@ -153,3 +156,20 @@ def test_planted_gqa_mapping_keeps_shapes() -> None:
     d = jnp.arange(4 * 5 * 3.0).reshape(4, 5, 3)
     assert _wrong_kv_mapping(d, 2).shape == attention_blocks._group_sum(d, 2).shape
     assert not np.allclose(_wrong_kv_mapping(d, 2), attention_blocks._group_sum(d, 2))
+
+
+@pytest.mark.parametrize("size", ("golden", "tiles"))
+def test_moe_router_keeps_away_from_ties(size: str) -> None:
+    # the top-2 choice must not flip under the finite-difference steps (about 1e-3 here)
+    s = instance("moe_top2", size).sample()
+    r = np.sort(s["x"] @ s["Wr"], axis=-1)
+    assert float(np.min(r[:, -2] - r[:, -3])) >= 0.05
+
+
+@pytest.mark.parametrize("size", ("golden", "tiles"))
+def test_backprop_mlp_and_max_pool_keep_away_from_kinks(size: str) -> None:
+    s = instance("backprop_mlp", size).sample()
+    assert float(np.min(np.abs(s["x"] @ s["W1"] + s["b1"]))) >= 0.1  # DESIGN §3: 0.1 from relu's kink
+    x = instance("max_pool2d", size).sample()["x"]
+    gaps = np.diff(np.sort(x.reshape(-1)))
+    assert float(np.min(gaps)) > 0.0  # distinct: no ties within a window

@@ -21,7 +21,7 @@ NEW = (
     "vae_elbo", "ddpm_loss", "gan_losses", "gpt_lm_loss", "backprop_mlp", "gqa_attention",
     "cross_attention", "batchnorm", "groupnorm", "rope", "swiglu", "dropout",
     "label_smoothed_cross_entropy", "z_loss", "lstm_cell", "gru_cell", "conv1d", "conv2d", "max_pool2d",
-    "avg_pool2d",
+    "avg_pool2d", "selective_scan", "moe_top2",
 )  # fmt: skip
 
 

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxcalc.cases._base import Case, Input, normal, register, uniform
-from jaxcalc.cases.activations import sigmoid
+from jaxcalc.cases.activations import sigmoid, softplus
 
-__all__ = ["lstm_cell", "lstm_cell_vjp", "gru_cell", "gru_cell_vjp"]
+__all__ = ["lstm_cell", "lstm_cell_vjp", "gru_cell", "gru_cell_vjp", "selective_scan", "selective_scan_vjp"]
 
 
 def _lstm_gates(x, h, W_ih, W_hh, b_ih, b_hh) -> tuple[jax.Array, ...]:
@@ -164,5 +164,96 @@ register(
         forward=gru_cell,
         vjp=gru_cell_vjp,
         tags=("recurrent", "block"),
+    )
+)
+
+
+# ----------------------------------------------------------------------------- selective scan
+# A Mamba-style diagonal linear recurrence over time, for x and dt (T, D), A_log (D, S), B and C (T, S):
+#   delta = softplus(dt),  A = -exp(A_log),  abar_t = exp(delta_t A)            (D, S) per step
+#   h_t = abar_t * h_{t-1} + (delta_t x_t) B_t  (h_0 = 0),  y_t = h_t C_t        (D,) per step
+# Backward: g_t = dL/dh_t runs in reverse, g_t = ct_t C_t^T + abar_{t+1} g_{t+1}; then
+#   dC_t = h_t^T ct_t, dB_t = (delta_t x_t)^T g_t, d(delta_t x_t) = g_t B_t,
+#   d abar_t = g_t h_{t-1}, through abar = exp(delta A) into delta and A.
+
+
+def _scan_states(x, dt, A_log, B) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """(delta (T, D), A (D, S), abar (T, D, S), h (T, D, S)) of the forward recurrence."""
+    delta = softplus(dt)
+    A = -jnp.exp(A_log)
+    abar = jnp.exp(delta[:, :, None] * A)
+    drive = (delta * x)[:, :, None] * B[:, None, :]
+
+    def step(h, inp):
+        a, u = inp
+        h = a * h + u
+        return h, h
+
+    _, h = jax.lax.scan(step, jnp.zeros(A.shape, x.dtype), (abar, drive))
+    return delta, A, abar, h
+
+
+def selective_scan(x: ArrayLike, dt: ArrayLike, A_log: ArrayLike, B: ArrayLike, C: ArrayLike) -> jax.Array:
+    """y_t = h_t C_t with h_t = exp(softplus(dt_t) A) h_{t-1} + softplus(dt_t) x_t B_t: (T, D)."""
+    x, dt, A_log, B, C = (jnp.asarray(a) for a in (x, dt, A_log, B, C))
+    h = _scan_states(x, dt, A_log, B)[3]
+    return jnp.einsum("tds,ts->td", h, C)
+
+
+def _carry(abar_next: jax.Array, g_next: jax.Array) -> jax.Array:
+    """What h_{t+1}'s cotangent gives h_t: abar_{t+1} g_{t+1} (the state decays into the next step)."""
+    return abar_next * g_next
+
+
+def selective_scan_vjp(primals: tuple, ct: ArrayLike) -> tuple[jax.Array, ...]:
+    """(dx, ddt, dA_log, dB, dC) of :func:`selective_scan`, by a reverse scan over time."""
+    x, dt, A_log, B, C = (jnp.asarray(a) for a in primals)
+    ct = jnp.asarray(ct)
+    delta, A, abar, h = _scan_states(x, dt, A_log, B)
+    local = ct[:, :, None] * C[:, None, :]  # y_t = h_t C_t
+
+    # scanned in reverse: step t receives abar_{t+1} g_{t+1} and hands abar_t g_t to step t - 1
+    def back(carry, inp):
+        loc, a = inp
+        g = loc + carry
+        return _carry(a, g), g
+
+    _, g = jax.lax.scan(back, jnp.zeros(A.shape, x.dtype), (local, abar), reverse=True)
+    h_prev = jnp.concatenate([jnp.zeros_like(h[:1]), h[:-1]])
+    dabar = g * h_prev
+    u = delta * x
+    du = jnp.einsum("tds,ts->td", g, B)
+    dB = jnp.einsum("tds,td->ts", g, u)
+    dC = jnp.einsum("tds,td->ts", h, ct)
+    dexp = dabar * abar  # d exp(delta A) = abar (A d delta + delta dA)
+    ddelta = du * x + jnp.sum(dexp * A, axis=-1)
+    dA = jnp.sum(dexp * delta[:, :, None], axis=0)
+    return du * delta, ddelta * sigmoid(dt), dA * A, dB, dC
+
+
+register(
+    Case(
+        name="selective_scan",
+        description=(
+            "Mamba-style diagonal recurrence: h_t = exp(softplus(dt_t) A) h_{t-1} + softplus(dt_t) x_t B_t, "
+            "A = -exp(A_log), y_t = h_t C_t: x, dt (6,3), A_log (3,4), B, C (6,4) -> (6,3)"
+        ),
+        inputs=(
+            Input("x", ("T", "D"), normal(1.0)),
+            Input("dt", ("T", "D"), normal(0.5, -1.0)),
+            Input("A_log", ("D", "S"), normal(0.5)),
+            Input("B", ("T", "S"), normal(1.0)),
+            Input("C", ("T", "S"), normal(1.0)),
+        ),
+        settings={"delta": "softplus(dt)", "A": "-exp(A_log)", "h0": 0},
+        # tiles: a sequence past two 64-tiles, state and channel sizes off the 32-tiles
+        sizes={
+            "golden": {"T": 6, "D": 3, "S": 4},
+            "tiles": {"T": 129, "D": 34, "S": 17},
+            "large": {"T": 2048, "D": 256, "S": 16},
+        },
+        forward=selective_scan,
+        vjp=selective_scan_vjp,
+        tags=("recurrent", "block", "scan"),
     )
 )
