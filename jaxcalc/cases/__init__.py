@@ -40,6 +40,7 @@ from jaxcalc.cases._base import (
     get_case,
     instance,
     instances,
+    of_diff,
     parse_instance_id,
     register,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "get_case",
     "instance",
     "instances",
+    "of_diff",
     "parse_instance_id",
     "register",
 ]
