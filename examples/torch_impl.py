@@ -13,6 +13,8 @@ arrays in and out. Only the forward is written here; the VJP is
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -311,7 +313,10 @@ def adam_step(p: T, g: T, m: T, v: T) -> T:
     return torch.stack([p1, m1, v1])
 
 
-from torch_blocks import *  # noqa: E402, F403  the blocks and generative models (examples/ is on sys.path)
+# The blocks and generative models live beside this file (verify puts its folder on sys.path; so
+# does this line, for a loader that does not).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_blocks import *  # noqa: E402, F403
 from torch_blocks import __all__ as _blocks  # noqa: E402
 
 __all__ += _blocks
