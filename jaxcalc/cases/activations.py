@@ -54,11 +54,10 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def sigmoid(x: ArrayLike) -> jax.Array:
-    """sigma(x) = 1 / (1 + exp(-x)), as e / (1 + e) with e = exp(-|x|) on the side that cannot
-    overflow, so it stays finite and keeps full relative accuracy for large negative x."""
-    x = jnp.asarray(x)
-    e = jnp.exp(-jnp.abs(x))
-    return jnp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    """sigma(x) = 1 / (1 + exp(-x)), by XLA's logistic, which never overflows and keeps full
+    relative accuracy for large negative x. (Its autodiff reuses the output, s (1 - s), as
+    PyTorch's backward does, so a low-precision evaluation of it rounds as theirs does.)"""
+    return jax.nn.sigmoid(jnp.asarray(x))
 
 
 def sigmoid_grad(x: ArrayLike) -> jax.Array:

@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
             report = report + rep
             for r in rep.results:
                 if not args.failures_only or not r.passed:
-                    tqdm.write(f"{r.line()}  {inst.describe_shapes()}" if r.check in ("vjp", "fd_jvp") and
-                               not r.passed else r.line(), file=out)
+                    row, nl, diagnosis = r.line().partition("\n")  # the diagnosis stays under the row
+                    if r.check in ("vjp", "fd_jvp") and not r.passed:
+                        row += f"  {inst.describe_shapes()}"
+                    tqdm.write(row + nl + diagnosis, file=out)
     finally:
         bar.close()
     elapsed = time.perf_counter() - start

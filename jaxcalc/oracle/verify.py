@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from jaxcalc.diagnose import diagnose
 from jaxcalc.numerics import FLOAT_DTYPES, compare, np_dtype
 from jaxcalc.oracle.arrays import ArrayFormatError, decode_array, encode_array
 from jaxcalc.oracle.golden import GoldenCase, GoldenSet
@@ -61,6 +62,7 @@ class Quantity(NamedTuple):
     got: float
     expected: float
     passed: bool
+    diagnosis: dict[str, Any] | None = None  # jaxcalc.diagnose: what kind of wrong, when it failed
 
 
 class CaseResult(NamedTuple):
@@ -134,9 +136,21 @@ def _representable(got: np.ndarray, dtype: str) -> tuple[int, ...] | None:
     return tuple(int(i) for i in np.unravel_index(int(np.flatnonzero(bad)[0]), got.shape))
 
 
-def _quantity(name: str, got: np.ndarray, expected: np.ndarray, tol: float, floor: float) -> Quantity:
+def _diagnosis(
+    case: GoldenCase, got: np.ndarray, expected: np.ndarray, tol: float, floor: float
+) -> dict[str, Any] | None:
+    """The diagnosis of a failed quantity, with the instance's dims and inputs as context."""
+    d = diagnose(got, expected, tol=tol, atol=floor, dims=case.entry.get("dims"), inputs=case.inputs)
+    return d.to_dict() if d is not None else None
+
+
+def _quantity(
+    case: GoldenCase, name: str, got: np.ndarray, expected: np.ndarray, tol: float, floor: float
+) -> Quantity:
     c = compare(got, expected, atol=floor)
-    return Quantity(name, c.error, c.index, c.a_value, c.b_value, bool(c.finite and c.error <= tol))
+    passed = bool(c.finite and c.error <= tol)
+    why = None if passed else _diagnosis(case, got, expected, tol, floor)
+    return Quantity(name, c.error, c.index, c.a_value, c.b_value, passed, why)
 
 
 def judge(case: GoldenCase, reply: dict[str, Any], dtype: str) -> CaseResult:
@@ -171,7 +185,8 @@ def judge(case: GoldenCase, reply: dict[str, Any], dtype: str) -> CaseResult:
         except ArrayFormatError as exc:
             return fail(str(exc), done, tols)
         if got.shape != expected.shape:
-            hint = ": transposed?" if got.ndim == 2 and got.shape == expected.shape[::-1] else ""
+            why = _diagnosis(case, got.astype(np.float64), expected, *col.outputs[key]) if got.size else None
+            hint = f": {why['line']}" if why and why["kind"] != "none" else ""
             return fail(f"{what}: shape {list(got.shape)}, expected {list(expected.shape)}{hint}", done, tols)
         where = _representable(got, dtype)
         if where is not None:
@@ -182,7 +197,7 @@ def judge(case: GoldenCase, reply: dict[str, Any], dtype: str) -> CaseResult:
                 tols,
             )
         t, floor = col.outputs[key]
-        done.append(_quantity(what, got.astype(np.float64), expected, t, floor))
+        done.append(_quantity(case, what, got.astype(np.float64), expected, t, floor))
         tols.append(t)
     extra = sorted(set(vjp) - set(case.diff_names))
     if extra:
@@ -239,6 +254,8 @@ def format_result(r: CaseResult) -> list[str]:
             f"{head} {q.name:16} {q.error:9.2e} {tol:8.1e} {where:>10} "
             f"{_num(q.got):>17} {_num(q.expected):>17}{mark}{shapes}"
         )
+        if q.diagnosis:
+            rows.append(f"{head} {'':16} diagnosis: {q.diagnosis['line']}")
     if r.message:
         shapes = f"  {r.shapes}" if not rows and r.shapes else ""
         rows.append(f"{head} {r.message}{shapes}")
@@ -272,6 +289,7 @@ def result_json(r: CaseResult) -> dict[str, Any]:
                 "expected": q.expected,
                 "passed": q.passed,
                 "tolerance": r.tolerances[k] if k < len(r.tolerances) else r.tolerance,
+                "diagnosis": q.diagnosis,
             }
             for k, q in enumerate(r.quantities)
         ],
