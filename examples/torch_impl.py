@@ -13,6 +13,8 @@ arrays in and out. Only the forward is written here; the VJP is
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -309,3 +311,12 @@ def adam_step(p: T, g: T, m: T, v: T) -> T:
     v1 = b2 * v + (1 - b2) * g * g
     p1 = p - lr * (m1 / (1 - b1**t)) / (torch.sqrt(v1 / (1 - b2**t)) + eps)
     return torch.stack([p1, m1, v1])
+
+
+# The blocks and generative models live beside this file (verify puts its folder on sys.path; so
+# does this line, for a loader that does not).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_blocks import *  # noqa: E402, F403
+from torch_blocks import __all__ as _blocks  # noqa: E402
+
+__all__ += _blocks

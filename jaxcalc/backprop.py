@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from jaxcalc.cases.activations import relu, relu_grad
+from jaxcalc.cases.losses import softmax_cross_entropy, softmax_cross_entropy_vjp
 from jaxcalc.seed import update
 
 __all__ = [
@@ -52,15 +54,16 @@ def _check_activation(activation: str) -> None:
 def _act(a: jax.Array, activation: str) -> jax.Array:
     """h = relu(a) = max(a, 0) or h = tanh(a), elementwise.
 
-    jax.nn.relu, not jnp.maximum: its autodiff takes relu'(0) = 0 as below (maximum splits a tie
-    as 0.5), which matters where a whole layer is dead for a sample and a = b = 0 exactly.
+    Its autodiff takes relu'(0) = 0 as below (jnp.maximum would split a tie as 0.5), which matters
+    where a whole layer is dead for a sample and a = b = 0 exactly.
+    The relu is the catalogue's (``jaxcalc.cases.activations``): one relu convention in the library.
     """
-    return jax.nn.relu(a) if activation == "relu" else jnp.tanh(a)
+    return relu(a) if activation == "relu" else jnp.tanh(a)
 
 
 def _act_grad(a: jax.Array, h: jax.Array, activation: str) -> jax.Array:
     """dh/da, elementwise: relu' = [a > 0] (0 at the kink a = 0), tanh' = 1 - tanh(a)**2 = 1 - h**2."""
-    return (a > 0).astype(a.dtype) if activation == "relu" else 1 - h * h
+    return relu_grad(a) if activation == "relu" else 1 - h * h
 
 
 # ----------------------------------------------------------------------------- the network
@@ -117,15 +120,12 @@ def mlp_forward(params: Params, x: ArrayLike, *, activation: Activation = "relu"
 
 def _cross_entropy(z: jax.Array, labels: ArrayLike) -> jax.Array:
     """Step 2: L = mean_i (logsumexp(z_i) - z_i[y_i]) for logits z (B, K), labels (B,)."""
-    y = jnp.asarray(labels)
-    picked = jnp.take_along_axis(z, y[:, None].astype(jnp.int32), axis=1)[:, 0]
-    return jnp.mean(jax.nn.logsumexp(z, axis=1) - picked)
+    return softmax_cross_entropy(z, jnp.asarray(labels))  # the catalogue's cross-entropy
 
 
 def _cross_entropy_grad(z: jax.Array, labels: ArrayLike) -> jax.Array:
     """dL/dz = (softmax(z) - onehot(y)) / B, shape (B, K)."""
-    onehot = jax.nn.one_hot(jnp.asarray(labels), z.shape[1], dtype=z.dtype)
-    return (jax.nn.softmax(z, axis=1) - onehot) / z.shape[0]
+    return softmax_cross_entropy_vjp(z, jnp.asarray(labels), jnp.ones((), z.dtype))
 
 
 def mlp_loss(params: Params, batch: Batch, *, activation: Activation = "relu") -> jax.Array:

@@ -16,6 +16,15 @@ from jaxcalc.cases import (  # noqa: F401, I001
     transformer,
     optim_step,
 )
+from jaxcalc.cases import generative  # noqa: F401, E402, I001
+from jaxcalc.cases import gpt  # noqa: F401, E402, I001
+from jaxcalc.cases import backprop_mlp  # noqa: F401, E402, I001
+from jaxcalc.cases import attention_blocks  # noqa: F401, E402, I001
+from jaxcalc.cases import norms  # noqa: F401, E402, I001
+from jaxcalc.cases import blocks  # noqa: F401, E402, I001
+from jaxcalc.cases import recurrent  # noqa: F401, E402, I001
+from jaxcalc.cases import conv  # noqa: F401, E402, I001
+from jaxcalc.cases import moe  # noqa: F401, E402, I001
 from jaxcalc.cases._base import (
     DEFAULT_SIZES,
     MAX_INSTANCE_ELEMENTS,

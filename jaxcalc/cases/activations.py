@@ -78,9 +78,10 @@ def tanh_grad(x: ArrayLike) -> jax.Array:
 
 
 def relu(x: ArrayLike) -> jax.Array:
-    """relu(x) = max(x, 0)."""
+    """relu(x) = max(x, 0), as where(x > 0, x, 0): autodiff then takes relu'(0) = 0 like relu_grad
+    (jnp.maximum splits a tie as 0.5), the library's one convention, which training relies on."""
     x = jnp.asarray(x)
-    return jnp.maximum(x, jnp.zeros_like(x))
+    return jnp.where(x > 0, x, jnp.zeros_like(x))
 
 
 def relu_grad(x: ArrayLike) -> jax.Array:

@@ -21,6 +21,7 @@ from jaxcalc.cases._base import Case, Input, fan_in, integers, normal, register
 from jaxcalc.cases.activations import gelu_tanh, gelu_tanh_grad
 from jaxcalc.cases.layers import linear, linear_vjp
 from jaxcalc.cases.losses import softmax_cross_entropy, softmax_cross_entropy_vjp
+from jaxcalc.cases.stages import mlp_stages
 
 __all__ = ["mlp", "mlp_vjp", "mlp_hidden", "mlp_head"]
 
@@ -90,6 +91,7 @@ register(
         vjp=lambda p, ct: mlp_vjp(*p, ct),
         # inner: x -> hidden activations (8, 7); outer: hidden -> loss
         chain=lambda p: (lambda u: mlp_head(u, p[1], p[4], p[5]), lambda x: mlp_hidden(x, p[2], p[3])),
+        stages=mlp_stages,
         tags=("composite", "network", "loss"),
     )
 )

@@ -27,6 +27,7 @@ from jaxcalc.cases._base import Case, Input, fan_in, normal, register, uniform
 from jaxcalc.cases.activations import gelu_tanh, gelu_tanh_grad
 from jaxcalc.cases.attention import causal_self_attention, causal_self_attention_vjp
 from jaxcalc.cases.layers import layernorm, layernorm_vjp, linear, linear_vjp
+from jaxcalc.cases.stages import transformer_block_stages
 
 __all__ = [
     "TRANSFORMER_INPUTS",
@@ -168,6 +169,7 @@ register(
         vjp=lambda p, ct: transformer_block_vjp(p, ct),
         # inner: x -> h (attention sublayer); outer: h -> h + mlp(layernorm2(h))
         chain=lambda p: (lambda h: mlp_sublayer(h, *p[7:]), lambda x: attention_sublayer(x, *p[1:7])),
+        stages=transformer_block_stages,
         tags=("composite", "attention", "network"),
     )
 )
