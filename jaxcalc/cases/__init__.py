@@ -42,6 +42,7 @@ from jaxcalc.cases._base import (
     instances,
     of_diff,
     parse_instance_id,
+    stage_instances,
     register,
 )
 
@@ -62,5 +63,6 @@ __all__ = [
     "instances",
     "of_diff",
     "parse_instance_id",
+    "stage_instances",
     "register",
 ]

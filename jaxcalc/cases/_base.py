@@ -73,6 +73,8 @@ __all__ = [
     "instance_id",
     "parse_instance_id",
     "of_diff",
+    "StageInstance",
+    "stage_instances",
     "SpecError",
     "SIZES",
     "REGIMES",
@@ -553,6 +555,62 @@ class Instance:
         """F as a function of the differentiable inputs only (the others held at ``inputs``),
         and those inputs: the one place where differentiable inputs are spliced back."""
         return of_diff(self.case, self.primals(inputs))
+
+
+@dataclass(frozen=True, eq=False)
+class StageInstance(Instance):
+    """A stage of a composite instance (DESIGN §3b): an existing case at the composite's real
+    intermediate inputs and cotangent, with the id ``<composite>.<stage>``."""
+
+    composite: str = ""  # the composite instance's id
+    stage: str = ""
+    given_inputs: Mapping[str, Any] = field(default_factory=dict)
+    given_ct: Any = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.composite}.{self.stage}"
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(np.shape(a)) for n, a in self.given_inputs.items()}
+
+    @functools.cached_property
+    def output_shape(self) -> tuple[int, ...]:
+        return tuple(np.shape(self.given_ct))
+
+    def sample(self, dtype: Any = "float64") -> dict[str, np.ndarray]:
+        dt = np.dtype(dtype) if not isinstance(dtype, str) or dtype != "bfloat16" else _bf16()
+        return {
+            s.name: np.asarray(self.given_inputs[s.name]).astype(dt if s.kind == "float" else s.dtype)
+            for s in self.case.inputs
+        }
+
+    def probes(self, dtype: Any = "float64") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        dt = np.dtype(dtype) if not isinstance(dtype, str) or dtype != "bfloat16" else _bf16()
+        key = subkey(jax.random.key(self.case.seed), f"stage:{self.id}")
+        tangents = {
+            s.name: std_normal(subkey(key, f"tangent:{s.name}"), self.shapes[s.name]).astype(dt)
+            for s in self.case.inputs
+            if s.differentiable
+        }
+        return np.asarray(self.given_ct).astype(dt), tangents
+
+
+def stage_instances(inst: Instance) -> list[StageInstance]:
+    """The stages of a composite instance (none for a case without ``stages``), as instances."""
+    case = inst.case
+    if case.stages is None:
+        return []
+    inputs = inst.sample("float64")
+    ct, _ = inst.probes("float64")
+    out = []
+    for stage, name, stage_inputs, stage_ct in case.stages(inputs, ct):
+        sub = get_case(name)
+        host = {k: np.asarray(v) for k, v in stage_inputs.items()}
+        dims = ()
+        out.append(StageInstance(sub, inst.size, inst.regime, dims, (), inst.id, stage, host, np.asarray(stage_ct)))
+    return out
 
 
 def of_diff(case: Case, primals: Sequence[Any]) -> tuple[Callable[..., jax.Array], tuple]:

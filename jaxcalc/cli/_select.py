@@ -84,8 +84,11 @@ def parse_dims(items: Sequence[str]) -> dict[str, dict[str, int]]:
     return out
 
 
-def select_instances(args: argparse.Namespace, default_sizes: Sequence[str]) -> list[Any]:
-    """The instances named by --cases/--sizes/--regimes/--dims, in catalogue order; UsageError
+def select_instances(
+    args: argparse.Namespace, default_sizes: Sequence[str], *, stages: bool = False
+) -> list[Any]:
+    """The instances named by --cases/--sizes/--regimes/--dims, in catalogue order (with
+    ``stages``, each composite's golden typical instance is followed by its stages); UsageError
     (one line naming the valid choices) for an unknown name, size, regime or dim, and for dims
     too large for memory, before any work starts."""
     from jaxcalc.cases import REGIMES, REGISTRY, SIZES, SpecError, instance, parse_instance_id
@@ -132,6 +135,15 @@ def select_instances(args: argparse.Namespace, default_sizes: Sequence[str]) -> 
         raise _usage(
             "the selection holds no instance (see 'jaxcalc cases' for each case's sizes and regimes)"
         )
+    if stages:
+        from jaxcalc.cases import stage_instances
+
+        with_stages = []
+        for inst in out:
+            with_stages.append(inst)
+            if inst.size == "golden" and inst.regime == "typical" and not inst.given:
+                with_stages.extend(stage_instances(inst))
+        out = with_stages
     return out
 
 

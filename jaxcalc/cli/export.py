@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "highest) by JAX autodiff, check the handwritten derivatives against it, measure the tolerance of "
         "every dtype column (float64, float32, bfloat16, float16) per output, and write DIR/manifest.json, "
         "DIR/cases/<id>.json and DIR/cases/<id>.npz atomically. The default holds the golden and tiles "
-        "sizes in every regime that applies. Example: jaxcalc export golden/",
+        "sizes in every regime that applies, and each composite's stages (<composite>.<stage>: an existing "
+        "case at the composite's real intermediates). Example: jaxcalc export golden/",
     )
     p.add_argument("dir", metavar="DIR", help="destination directory (must not exist unless --force)")
     add_selectors(p, default_sizes=("golden", "tiles"))
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxcalc.oracle.export import ExportError, export_golden
     from jaxcalc.oracle.reference import DisagreementError, Reference
 
-    todo = select_instances(args, ("golden", "tiles"))
+    todo = select_instances(args, ("golden", "tiles"), stages=True)
     start = time.perf_counter()
     shown = []
     cols = [c for c in FLOAT_DTYPES if c != "float64"]

@@ -133,6 +133,10 @@ def _run(golden: GoldenSet, program: Program, args: argparse.Namespace, label: s
         if not quiet:
             print("\n".join(v.format_result(r)), flush=True)
     line = v.summary_line(results)
+    stages = v.stage_lines(golden, results)
+    if not quiet:
+        for text in stages.values():
+            print(text)
     if args.json:
         report = {
             "golden": str(golden.root),
@@ -140,6 +144,7 @@ def _run(golden: GoldenSet, program: Program, args: argparse.Namespace, label: s
             "implementation": label,
             "dtype": args.dtype,
             "instances": [v.result_json(r) for r in results],
+            "stages": stages,
             "summary": line,
             "passed": sum(r.verdict == "pass" for r in results),
             "failed": sum(r.verdict == "FAIL" for r in results),

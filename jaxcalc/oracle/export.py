@@ -111,9 +111,11 @@ def manifest_entry(r: ref.Reference, hashes: dict[str, str]) -> dict[str, Any]:
     inst = r.instance
     case = inst.case
     shapes = inst.shapes
+    stage = {"stage_of": inst.composite, "stage": inst.stage} if getattr(inst, "stage", "") else {}
     return {
         "id": inst.id,
         "case": case.name,
+        **stage,
         "size": inst.size,
         "regime": inst.regime,
         "dims": dict(inst.dims),

@@ -95,6 +95,11 @@ class GoldenCase(NamedTuple):
         return tuple(i["name"] for i in self.entry["inputs"] if i["differentiable"])
 
     @property
+    def stage_of(self) -> str | None:
+        """The composite instance this is a stage of, or None."""
+        return self.entry.get("stage_of")
+
+    @property
     def tolerances(self) -> dict[str, float]:
         """Per column the largest output tolerance (a summary; verdicts use each output's own)."""
         return {c: max((t for t, _ in col.outputs.values()), default=0.0) for c, col in self.columns.items()}

@@ -44,6 +44,7 @@ __all__ = [
     "judge",
     "verify_cases",
     "summary_line",
+    "stage_lines",
     "table_header",
     "format_result",
     "result_json",
@@ -236,6 +237,31 @@ def verify_cases(golden: GoldenSet, program: Program, dtype: str) -> Iterator[Ca
             yield CaseResult(case.name, "FAIL", case.tolerances[dtype], (), str(exc), case.shapes())
             continue
         yield judge(case, reply, dtype)
+
+
+def stage_lines(golden: GoldenSet, results: list[CaseResult]) -> dict[str, str]:
+    """For each failing composite whose stages were verified: one line naming the failing stages,
+    or saying that every stage passes, so the composition itself is wrong."""
+    by_id = {r.name: r for r in results}
+    out = {}
+    for r in results:
+        if r.verdict != "FAIL":
+            continue
+        stages = [c for c in golden.cases.values() if c.stage_of == r.name and c.name in by_id]
+        if not stages:
+            continue
+        verdicts = [(c.entry["stage"], by_id[c.name]) for c in stages]
+        bad = [(s, v) for s, v in verdicts if v.verdict == "FAIL"]
+        if bad:
+            named = ", ".join(f"{s} ({v.message})" if v.message else s for s, v in bad)
+            ok = [s for s, v in verdicts if v.verdict == "pass"]
+            out[r.name] = f"stages of {r.name}: FAIL {named}" + (f"; pass {', '.join(ok)}" if ok else "")
+        elif all(v.verdict == "pass" for _, v in verdicts):
+            out[r.name] = (
+                f"stages of {r.name}: all {len(verdicts)} pass ({', '.join(s for s, _ in verdicts)}): "
+                "the composition itself is wrong"
+            )
+    return out
 
 
 def summary_line(results: list[CaseResult]) -> str:
