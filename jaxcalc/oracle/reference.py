@@ -411,7 +411,7 @@ def _low_column(
         denom = max(scale, atol, 1e-300)
         e = err_abs / denom
         calibrated = (spec.factor * err_abs + spec.floor * round_abs) / denom
-        tol = max(calibrated, atol / denom, 1e-300)
+        tol = max(calibrated, spec.eps / 2)  # at least half an ulp; the floor below covers zero truths
         if e > NOT_APPLICABLE_ERROR or calibrated > NOT_APPLICABLE_ERROR:
             what = (
                 f"is off by {e:.3g}" if e > NOT_APPLICABLE_ERROR else f"needs a tolerance of {calibrated:.3g}"
