@@ -13,7 +13,7 @@ manifest gives, and the ``.npz`` must hold exactly the arrays of the ``.json``.
 
 from __future__ import annotations
 
-import hashlib
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from jaxcalc.oracle import safety
 from jaxcalc.oracle.arrays import ArrayFormatError, decode_array, load_npz, loads
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
 FORMAT = "jaxcalc-golden"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+# What reading a field of the wrong type raises somewhere below; it becomes one GoldenError line.
+_MALFORMED = (TypeError, AttributeError, KeyError, IndexError, ValueError, OverflowError, RecursionError)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -84,9 +87,9 @@ def flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def sha256_file(path: Path, limit: int = safety.MAX_CASE_FILE_BYTES) -> str:
+    """Hex sha256 of a file's bytes, read in chunks; safety.LimitError past ``limit`` bytes."""
+    return safety.sha256_bounded(path, limit)
 
 
 def _need(cond: bool, msg: str) -> None:
@@ -100,11 +103,12 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
     _need(path.is_file(), f"{root} has no {MANIFEST}; write a golden set with 'jaxcalc export {root}'")
     try:
-        manifest = loads(path.read_bytes())
+        manifest = loads(safety.read_bounded(path, safety.MAX_MANIFEST_BYTES, "manifest"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise GoldenError(f"{path}: not valid JSON ({exc})") from None
     _need(isinstance(manifest, dict), f"{path}: not a manifest object")
     _need(manifest.get("format") == FORMAT, f"{path}: format is not {FORMAT!r}")
+    _need(isinstance(manifest.get("producer", {}), dict), f"{path}: 'producer' must be an object")
     version = manifest.get("format_version")
     _need(
         version == FORMAT_VERSION, f"{path}: format_version {version!r}; this jaxcalc reads {FORMAT_VERSION}"
@@ -142,6 +146,7 @@ def _check_entry(entry: Any, where: str) -> None:
         f = files.get(ext) if isinstance(files, dict) else None
         ok = isinstance(f, dict) and f.get("path") == f"cases/{name}.{ext}"
         ok = ok and isinstance(f.get("sha256"), str) and len(f["sha256"]) == 64
+        ok = ok and (f.get("bytes") is None or (type(f["bytes"]) is int and f["bytes"] >= 0))
         _need(ok, f"{where} ({name}): files.{ext} must give path cases/{name}.{ext} and its sha256")
 
 
@@ -150,20 +155,49 @@ def load_golden(root: str | Path, names: Sequence[str] | None = None) -> GoldenS
 
     Every file listed in the manifest is checksummed, even for unselected cases, so any change
     to the set is caught; the selected cases are then decoded and checked against the manifest.
-    Raises GoldenError (one line) on any problem.
+    Raises GoldenError (one line) on any problem, including a field of the wrong type.
     """
-    root = Path(root)
+    try:
+        return _load_golden(Path(root), names)
+    except _MALFORMED as exc:
+        # A manifest or case file whose fields have the wrong types, caught wherever it is noticed.
+        msg = f"{type(exc).__name__}: {safety.one_line(exc, 200)}"
+        raise GoldenError(f"{root}: malformed golden set ({msg})") from None
+
+
+def _load_golden(root: Path, names: Sequence[str] | None) -> GoldenSet:
     manifest = _read_manifest(root)
     entries = {e["name"]: e for e in manifest["cases"]}
     for name in names or ():
-        _need(name in entries, f"case {name!r} is not in the golden set {root} (see {MANIFEST})")
+        close = difflib.get_close_matches(name, entries, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f" (see {MANIFEST})"
+        _need(name in entries, f"case {name!r} is not in the golden set {root}{hint}")
     for entry in entries.values():
         for f in entry["files"].values():
-            path = root / f["path"]
-            _need(path.is_file(), f"{root}: {f['path']} is missing")
-            _need(sha256_file(path) == f["sha256"], f"{root}: {f['path']} fails its sha256 check (changed)")
+            _check_file(root, f)
     chosen = [n for n in entries if names is None or n in set(names)]
     return GoldenSet(root, manifest, {n: _load_case(root, entries[n]) for n in chosen})
+
+
+def _check_file(root: Path, f: dict[str, Any]) -> None:
+    """One listed file: present, a regular file, of the size the manifest gives, matching its sha256.
+
+    The size is checked before reading (a huge file is refused unread); the hash reads in chunks.
+    """
+    path = root / f["path"]
+    _need(path.is_file(), f"{root}: {f['path']} is missing")
+    size = path.stat().st_size
+    expected = f.get("bytes")
+    if expected is not None:
+        msg = f"{root}: {f['path']} is {size} bytes, the manifest says {expected} (changed)"
+        _need(size == expected, msg)
+    limit = safety.MAX_CASE_FILE_BYTES
+    _need(size <= limit, f"{root}: {f['path']} is {size} bytes, over the {limit}-byte limit")
+    try:
+        digest = sha256_file(path, limit if expected is None else expected)
+    except safety.LimitError:
+        raise GoldenError(f"{root}: {f['path']} grew while it was read (changed)") from None
+    _need(digest == f["sha256"], f"{root}: {f['path']} fails its sha256 check (changed)")
 
 
 def _load_case(root: Path, entry: dict[str, Any]) -> GoldenCase:
@@ -171,7 +205,7 @@ def _load_case(root: Path, entry: dict[str, Any]) -> GoldenCase:
     name = entry["name"]
     where = f"cases/{name}.json"
     try:
-        doc = loads((root / where).read_bytes())
+        doc = loads(safety.read_bounded(root / where, safety.MAX_CASE_FILE_BYTES, "case file"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise GoldenError(f"{where}: not valid JSON ({exc})") from None
     _need(isinstance(doc, dict) and doc.get("case") == name, f"{where}: not the case file of {name!r}")
@@ -203,9 +237,9 @@ def _load_case(root: Path, entry: dict[str, Any]) -> GoldenCase:
 
     npz_name = f"cases/{name}.npz"
     try:
-        twin = load_npz(root / npz_name)
+        twin = load_npz(root / npz_name, f"{root / npz_name}")
     except ArrayFormatError as exc:
-        raise GoldenError(f"{root}/{exc}") from None
+        raise GoldenError(str(exc)) from None
     _need(set(twin) == set(arrays), f"{npz_name}: holds {sorted(twin)}, the JSON file holds {sorted(arrays)}")
     for key, arr in arrays.items():
         same = twin[key].dtype == arr.dtype and np.array_equal(twin[key], arr)

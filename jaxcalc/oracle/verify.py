@@ -24,6 +24,7 @@ from jaxcalc.numerics import compare
 from jaxcalc.oracle.arrays import ArrayFormatError, decode_array, encode_array
 from jaxcalc.oracle.golden import GoldenCase, GoldenSet
 from jaxcalc.oracle.protocol import Program, ReplyError, StartError
+from jaxcalc.oracle.safety import one_line
 
 __all__ = [
     "DTYPES",
@@ -110,7 +111,7 @@ def judge(case: GoldenCase, reply: dict[str, Any], dtype: str) -> CaseResult:
     if "error" in reply:
         if reply["error"] == "unsupported":
             return CaseResult(case.name, "skip", tol, (), "unsupported")
-        return fail(f"implementation error: {str(reply['error'])[:300]}", [])
+        return fail(f"implementation error: {one_line(reply['error'], 300)}", [])
     done: list[Quantity] = []
     wanted = [("value", reply.get("value"), case.value)]
     vjp = reply.get("vjp")
@@ -174,8 +175,8 @@ def format_result(r: CaseResult) -> list[str]:
             f"{head if k == 0 else '':32} {q.name:16} {q.error:9.2e} {r.tolerance:8.1e} {where:>10} "
             f"{_num(q.got):>17} {_num(q.expected):>17}{mark}"
         )
-    if r.message:
-        rows.append(f"{head if not rows else '':32} {r.message}")
+    if r.message:  # may quote the implementation: escaped, so it cannot forge rows or move the cursor
+        rows.append(f"{head if not rows else '':32} {one_line(r.message, 400)}")
     return rows
 
 
