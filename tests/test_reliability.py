@@ -309,7 +309,7 @@ else:
 
 def test_numeric_options_are_bounded_and_negative_numbers_are_values(golden: Path, cli: Run) -> None:
     rc, out, err = cli("verify", golden, "--cmd", "true", "--timeout", "1e10")
-    _one_error_line(rc, err, "--timeout: must be between 0 and 86400 seconds")
+    _one_error_line(rc, err, "--timeout: must be a positive number of seconds, at most 86400")
     rc, out, err = cli("descent", "--x0", "-1e3", "--steps", "1")
     assert rc == 0 and out.splitlines()[0] == "Epoch 1: x = -800.0000, f(x) = 640000.0000"
     rc, out, err = cli("descent", "--lr", "-1e-3")
@@ -372,3 +372,11 @@ def test_longdouble_replies_pass_and_a_run_that_verifies_nothing_exits_1(
     rc, out, err = cli("verify", golden, "--impl", empty)
     assert rc == 1 and "0 passed, 0 failed, 2 skipped" in out
     assert "nothing was verified: all 2 cases were skipped" in err
+
+
+def test_bench_only_help_lists_the_workloads() -> None:
+    from jaxcalc.bench import WORKLOADS
+
+    proc = _jaxcalc("bench", "--help")
+    text = " ".join(proc.stdout.split())
+    assert proc.returncode == 0 and f"(of: {', '.join(WORKLOADS)}; default all)" in text

@@ -22,7 +22,8 @@ def _timeout(text: str) -> float:
     from jaxcalc.oracle.safety import MAX_TIMEOUT
 
     if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
-        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_TIMEOUT:g} seconds, got {text!r}")
+        msg = f"must be a positive number of seconds, at most {MAX_TIMEOUT:g}, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
     return value
 
 
