@@ -89,7 +89,7 @@ def test_force_replaces_only_a_whole_golden_set(golden: Path, tmp_path: Path) ->
     assert (other / "NOTES.md").read_text() == "notes"
     (other / "NOTES.md").unlink()
     export_golden(other, [get_case("poly_xy")], force=True)  # a whole golden set is replaced
-    assert [c["name"] for c in load_golden(other).manifest["cases"]] == ["poly_xy"]
+    assert [c["case"] for c in load_golden(other).manifest["instances"]] == ["poly_xy"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g", "src"]  # no lock file or temporary left
 
 
@@ -228,7 +228,7 @@ def test_npz_errors_name_the_file_under_cases(golden: Path, tmp_path: Path) -> N
     shutil.copytree(golden, copy)
     (copy / "cases/square.npz").write_bytes(b"not a zip at all")
     manifest = json.loads((copy / "manifest.json").read_text())
-    files = manifest["cases"][0]["files"]["npz"]
+    files = manifest["instances"][0]["files"]["npz"]
     files["sha256"], files["bytes"] = sha256_file(copy / "cases/square.npz"), 16
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(GoldenError, match=rf"^{copy}/cases/square.npz: not an npz"):
@@ -263,8 +263,11 @@ def test_deep_json_is_refused_without_recursion_error() -> None:
     [
         (lambda m: {**m, "producer": "x"}, "'producer' must be an object"),
         (lambda m: {**m, "deep": json.loads("[" * 500 + "]" * 500)}, "nested deeper"),
-        (lambda m: {**m, "cases": [{**m["cases"][0], "tolerances": "x"}]}, "tolerances.float64"),
-        (lambda m: {**m, "cases": [{**m["cases"][0], "inputs": [7]}]}, "bad input 7"),
+        (
+            lambda m: {**m, "instances": [{**m["instances"][0], "tolerances": "x"}]},
+            "'tolerances' must be an object",
+        ),
+        (lambda m: {**m, "instances": [{**m["instances"][0], "inputs": [7]}]}, "bad input 7"),
     ],
 )
 def test_malformed_manifests_are_one_line(edit, msg: str, golden: Path, tmp_path: Path, cli: Run) -> None:

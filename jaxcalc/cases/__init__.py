@@ -31,6 +31,7 @@ from jaxcalc.cases._base import (
     get_case,
     instance,
     instances,
+    of_diff,
     parse_instance_id,
     register,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "get_case",
     "instance",
     "instances",
+    "of_diff",
     "parse_instance_id",
     "register",
 ]

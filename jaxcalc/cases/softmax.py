@@ -123,7 +123,7 @@ register(
         name="log_softmax",
         description="x - logsumexp(x) over the last axis",
         inputs=_X,
-        sizes=SOFTMAX_SIZES,
+        sizes={**SOFTMAX_SIZES, "tiles": {"r": 3, "n": 129}},
         regimes=SOFTMAX_REGIMES,
         forward=log_softmax,
         vjp=lambda p, ct: (log_softmax_vjp(p[0], ct),),
