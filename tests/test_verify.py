@@ -309,7 +309,7 @@ def test_impl_that_does_not_import(source: str, golden: Path, tmp_path: Path, cl
 
 
 def _tamper(golden: Path, tmp_path: Path, rel: str, data: bytes, *, rehash: bool) -> Path:
-    """A copy of the set with file ``rel`` replaced; ``rehash`` updates its sha256 and bytes in the manifest."""
+    """A copy of the set with file ``rel`` replaced; ``rehash`` updates its sha256 and bytes."""
     copy = tmp_path / "copy"
     shutil.copytree(golden, copy)
     (copy / rel).write_bytes(data)
