@@ -224,7 +224,7 @@ def test_existing_destination_needs_force(golden: Path, tmp_path: Path) -> None:
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    with pytest.raises(ExportError, match="holds no manifest.json; refusing"):
+    with pytest.raises(ExportError, match="is not a jaxcalc golden set; refusing"):
         export_golden(other, [get_case("square")], force=True)
     assert (other / "keep.txt").read_text() == "mine"
 

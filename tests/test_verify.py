@@ -312,7 +312,7 @@ def test_impl_that_does_not_import(source: str, golden: Path, tmp_path: Path, cl
 
 
 def _tamper(golden: Path, tmp_path: Path, rel: str, data: bytes, *, rehash: bool) -> Path:
-    """A copy of the set with file ``rel`` replaced; ``rehash`` updates its sha256 in the manifest."""
+    """A copy of the set with file ``rel`` replaced; ``rehash`` updates its sha256 and bytes."""
     copy = tmp_path / "copy"
     shutil.copytree(golden, copy)
     (copy / rel).write_bytes(data)
@@ -321,7 +321,7 @@ def _tamper(golden: Path, tmp_path: Path, rel: str, data: bytes, *, rehash: bool
         for entry in manifest["instances"]:
             for f in entry["files"].values():
                 if f["path"] == rel:
-                    f["sha256"] = sha256_file(copy / rel)
+                    f["sha256"], f["bytes"] = sha256_file(copy / rel), len(data)
         (copy / "manifest.json").write_text(json.dumps(manifest))
     return copy
 

@@ -42,7 +42,10 @@ def write_json(path: str, payload: Any, *, allow_nan: bool = True, sort_keys: bo
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise UsageError(f"cannot write {path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    except OSError as exc:  # no permission, a read-only filesystem
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
@@ -51,7 +54,7 @@ def write_json(path: str, payload: Any, *, allow_nan: bool = True, sort_keys: bo
     except OSError as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _umask() -> int:

@@ -7,9 +7,22 @@ import os
 import sys
 
 
+class _Help(argparse.HelpFormatter):
+    """Lists the workload names under --only, read from the registry only when help is shown."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = super()._get_help_string(action) or ""
+        if action.dest == "only":
+            from jaxcalc.bench import WORKLOADS
+
+            text += f" (of: {', '.join(WORKLOADS)}; default all)"
+        return text
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
+        formatter_class=_Help,
         help="jitted benchmarks side by side: descent, batched descent, MLP and transformer steps, gradcheck",
         description="Time jitted descent and backprop steps against pure Python, jax.grad and PyTorch eager, "
         "with compile time reported apart and every figure set against limits measured in the same process.",

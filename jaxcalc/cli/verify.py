@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shlex
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +20,11 @@ def _timeout(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    from jaxcalc.oracle.safety import MAX_TIMEOUT
+
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
+        msg = f"must be a positive number of seconds, at most {MAX_TIMEOUT:g}, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
     return value
 
 
@@ -79,9 +82,10 @@ def run(args: argparse.Namespace) -> int:
     from jaxcalc.oracle import verify as v
     from jaxcalc.oracle.golden import GoldenError, load_golden
     from jaxcalc.oracle.protocol import Program, StartError
+    from jaxcalc.oracle.safety import check_writable
 
-    if args.json and args.json != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
-        raise UsageError(f"cannot write {args.json}: its directory does not exist")
+    if args.json and (problem := check_writable(args.json)):
+        raise UsageError(problem)
     from jaxcalc.cli._select import filter_entries
     from jaxcalc.oracle.golden import _read_manifest
 
@@ -111,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
             results = _run(golden, program, args, label)
     except StartError as exc:
         raise UsageError(str(exc)) from None
+    if not any(r.verdict == "pass" for r in results) and not any(r.verdict == "FAIL" for r in results):
+        # Nothing was checked: under CI a broken adapter must not read as a pass.
+        print(f"error: nothing was verified: all {len(results)} cases were skipped", file=sys.stderr)
+        return 1
     return 1 if any(r.verdict == "FAIL" for r in results) else 0
 
 

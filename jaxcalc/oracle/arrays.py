@@ -26,6 +26,18 @@ from typing import Any
 
 import numpy as np
 
+if __package__:
+    from jaxcalc.oracle import safety
+else:  # loaded by file from worker.py, outside the package, which loaded safety.py first
+    import _jaxcalc_safety as safety  # type: ignore[no-redef]
+
+MAX_ARRAY_ELEMENTS, MAX_DIMS = safety.MAX_ARRAY_ELEMENTS, safety.MAX_DIMS
+MAX_NPZ_MEMBER, MAX_NPZ_TOTAL, loads_bounded = (
+    safety.MAX_NPZ_MEMBER,
+    safety.MAX_NPZ_TOTAL,
+    safety.loads_bounded,
+)
+
 __all__ = [
     "ArrayFormatError",
     "ARRAY_DTYPES",
@@ -43,7 +55,6 @@ _FLOAT = ("float64", "float32", "float16", "bfloat16")
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # earliest date a zip can hold; no clock enters the bytes
-_MAX_MEMBER = 256 * 2**20  # refuse npz members over 256 MiB (uncompressed)
 
 
 class ArrayFormatError(ValueError):
@@ -98,7 +109,8 @@ def decode_array(
     if not isinstance(dtype, str) or dtype not in dtypes:
         raise ArrayFormatError(f"{where}: dtype {dtype!r} is not one of {', '.join(dtypes)}")
     if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
-        raise ArrayFormatError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+        raise ArrayFormatError(f"{where}: shape must be a list of non-negative integers, got {_short(shape)}")
+    _check_shape(shape, where)
     if not isinstance(data, list):
         raise ArrayFormatError(f"{where}: data must be a flat list of numbers, got {_kind(data)}")
     size = math.prod(shape)
@@ -122,6 +134,22 @@ def decode_array(
     return np.array(values, dtype=np.dtype(dtype)).reshape(shape)
 
 
+def _check_shape(shape: Any, where: str) -> None:
+    """Refuse a shape beyond MAX_DIMS dimensions or MAX_ARRAY_ELEMENTS elements (safety), unallocated."""
+    if len(shape) > safety.MAX_DIMS:
+        raise ArrayFormatError(f"{where}: {len(shape)} dimensions; at most {safety.MAX_DIMS} are allowed")
+    if any(s > safety.MAX_ARRAY_ELEMENTS for s in shape) or math.prod(shape) > safety.MAX_ARRAY_ELEMENTS:
+        raise ArrayFormatError(
+            f"{where}: shape {_short(shape)} has more than {safety.MAX_ARRAY_ELEMENTS} elements"
+        )
+
+
+def _short(v: Any, limit: int = 80) -> str:
+    """``repr(v)`` cut to ``limit`` characters, for messages about values of any size."""
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _bool_item(v: Any, where: str, k: int) -> bool:
     if not isinstance(v, bool):
         raise ArrayFormatError(f"{where}: data[{k}] is {_kind(v)}, not true or false")
@@ -132,7 +160,11 @@ def _kind(v: Any) -> str:
     """A short description of a JSON value, for messages."""
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
         type(v),
-        "null" if v is None else f"the number {v!r}" if isinstance(v, int | float) else type(v).__name__,
+        "null"
+        if v is None
+        else f"the number {_short(v, 40)}"
+        if isinstance(v, int | float)
+        else type(v).__name__,
     )
 
 
@@ -152,9 +184,13 @@ def _float_item(v: Any, where: str, k: int, allow_nonfinite: bool | str) -> floa
         return math.nan
     if not isinstance(v, int | float) or isinstance(v, bool):
         raise ArrayFormatError(f"{where}: data[{k}] is {_kind(v)}, not a number")
-    if allow_nonfinite is not True and not math.isfinite(v):
-        raise ArrayFormatError(f"{where}: data[{k}] is {v!r}, not a finite number")
-    return float(v)
+    try:
+        x = float(v)
+    except OverflowError:  # an integer too large for any float
+        raise ArrayFormatError(f"{where}: data[{k}] is {_kind(v)}, too large for a float") from None
+    if allow_nonfinite is not True and not math.isfinite(x):
+        raise ArrayFormatError(f"{where}: data[{k}] is {x!r}, not a finite number")
+    return x
 
 
 def _int_item(v: Any, where: str, k: int) -> int:
@@ -174,10 +210,13 @@ def _no_constant(name: str) -> float:
 
 
 def loads(text: str | bytes, *, allow_nonfinite: bool = False) -> Any:
-    """Parse JSON text; NaN and Infinity literals are refused unless ``allow_nonfinite``."""
+    """Parse JSON text; NaN and Infinity literals are refused unless ``allow_nonfinite``.
+
+    Nesting deeper than safety.MAX_JSON_DEPTH is refused (a LimitError, which is a ValueError).
+    """
     if allow_nonfinite:
-        return json.loads(text)
-    return json.loads(text, parse_constant=_no_constant)
+        return safety.loads_bounded(text)
+    return safety.loads_bounded(text, parse_constant=_no_constant)
 
 
 def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
@@ -201,32 +240,43 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+def load_npz(path: str | Path, where: str | None = None) -> dict[str, np.ndarray]:
     """Read an ``.npz`` without ever unpickling: every member must be a plain numeric ``.npy``.
 
-    Raises ArrayFormatError for a file that is not a zip, a member that is not ``.npy``, a member
-    holding pickled (object) data, or a dtype outside ARRAY_DTYPES.
+    Raises ArrayFormatError, its message starting with ``where`` (default: the path), for a file
+    that is not a zip, a member that is not ``.npy``, a member holding pickled (object) data, a
+    dtype outside ARRAY_DTYPES, or sizes beyond the limits: safety.MAX_NPZ_MEMBER per member and
+    safety.MAX_NPZ_TOTAL for all members, read from the zip directory before anything is inflated.
     """
     path = Path(path)
+    where = str(path) if where is None else where
     if not zipfile.is_zipfile(path):
-        raise ArrayFormatError(f"{path.name}: not an npz (zip) archive")
+        raise ArrayFormatError(f"{where}: not an npz (zip) archive")
     out: dict[str, np.ndarray] = {}
     try:
         with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
+            infos = zf.infolist()
+            total = sum(info.file_size for info in infos)
+            if total > safety.MAX_NPZ_TOTAL:
+                raise ArrayFormatError(
+                    f"{where}: members hold {total} bytes, over the {safety.MAX_NPZ_TOTAL} limit"
+                )
+            for info in infos:
                 if not info.filename.endswith(".npy") or info.is_dir():
-                    raise ArrayFormatError(f"{path.name}: member {info.filename!r} is not an .npy array")
-                if info.file_size > _MAX_MEMBER:
-                    raise ArrayFormatError(f"{path.name}: member {info.filename!r} is too large")
+                    raise ArrayFormatError(f"{where}: member {info.filename!r} is not an .npy array")
+                if info.file_size > safety.MAX_NPZ_MEMBER:
+                    raise ArrayFormatError(
+                        f"{where}: member {info.filename!r} is over the {safety.MAX_NPZ_MEMBER}-byte limit"
+                    )
                 with zf.open(info) as f:
-                    arr = _read_npy(f, f"{path.name}:{info.filename}")
+                    arr = _read_npy(f, f"{where}:{info.filename}", info.file_size)
                 out[info.filename[: -len(".npy")]] = arr
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise ArrayFormatError(f"{path.name}: unreadable npz ({exc})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError) as exc:
+        raise ArrayFormatError(f"{where}: unreadable npz ({exc})") from None
     return out
 
 
-def _read_npy(f: Any, where: str) -> np.ndarray:
+def _read_npy(f: Any, where: str, size: int) -> np.ndarray:
     """One ``.npy`` member, header checked before any data is read; pickles are refused unread."""
     fmt = np.lib.format
     try:
@@ -237,13 +287,18 @@ def _read_npy(f: Any, where: str) -> np.ndarray:
             shape, fortran, dtype = fmt.read_array_header_2_0(f)
         else:
             raise ValueError(f"unsupported .npy version {version}")
-    except (ValueError, OSError, EOFError) as exc:
-        raise ArrayFormatError(f"{where}: bad .npy header ({exc})") from None
+    except (ValueError, TypeError, OSError, EOFError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise ArrayFormatError(f"{where}: bad .npy header ({_short(str(exc))})") from None
     if dtype.hasobject:
         raise ArrayFormatError(f"{where}: holds pickled objects; refused (golden arrays are numeric)")
     if dtype.name not in ARRAY_DTYPES or fortran:
         raise ArrayFormatError(f"{where}: dtype {dtype.name!r} (fortran={fortran}) is not a golden array")
+    if not all(_is_int(d) and d >= 0 for d in shape):
+        raise ArrayFormatError(f"{where}: bad .npy header (shape {_short(shape)})")
+    _check_shape(shape, where)
     count = math.prod(shape)
+    if count * dtype.itemsize > size:
+        raise ArrayFormatError(f"{where}: header claims {count} elements, the member holds {size} bytes")
     raw = f.read(count * dtype.itemsize)
     if len(raw) != count * dtype.itemsize:
         raise ArrayFormatError(f"{where}: truncated data")

@@ -29,7 +29,8 @@ import numpy as np
 from jaxcalc.cases import Case, Instance, instance
 from jaxcalc.numerics import COLUMNS
 from jaxcalc.oracle import reference as ref
-from jaxcalc.oracle.arrays import dumps, encode_array, npz_bytes
+from jaxcalc.oracle import safety
+from jaxcalc.oracle.arrays import dumps, encode_array, loads, npz_bytes
 from jaxcalc.oracle.golden import (
     FORMAT,
     FORMAT_VERSION,
@@ -107,7 +108,7 @@ def _tolerances(r: ref.Reference) -> dict[str, Any]:
 
 
 def manifest_entry(r: ref.Reference, hashes: dict[str, str]) -> dict[str, Any]:
-    """The manifest record of one instance; ``hashes`` maps 'json'/'npz' to the files' sha256."""
+    """The manifest record of one instance; ``hashes`` maps 'json'/'npz' to the files' (sha256, bytes)."""
     inst = r.instance
     case = inst.case
     shapes = inst.shapes
@@ -135,7 +136,10 @@ def manifest_entry(r: ref.Reference, hashes: dict[str, str]) -> dict[str, Any]:
         "outputs": sorted({k.split("/")[1] for k in flatten(r.document()) if k.startswith("outputs/")}),
         "jacobian": sorted(r.jacobian),
         "tolerances": _tolerances(r),
-        "files": {ext: {"path": f"cases/{inst.id}.{ext}", "sha256": hashes[ext]} for ext in ("json", "npz")},
+        "files": {
+            ext: {"path": f"cases/{inst.id}.{ext}", "sha256": hashes[ext][0], "bytes": hashes[ext][1]}
+            for ext in ("json", "npz")
+        },
     }
 
 
@@ -188,7 +192,23 @@ def _clean_stale(dest: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _listed_paths(manifest: Any) -> set[str]:
+    """Every ``"path"`` string anywhere in a manifest: the files that belong to the set."""
+    found, stack = set(), [manifest]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("path"), str):
+                found.add(node["path"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
 def _check_destination(dest: Path, force: bool) -> None:
+    """Refuse a destination that ``--force`` would damage: only an empty directory or a whole
+    golden set (a manifest of this format, with nothing beside its own files) may be replaced."""
     if not dest.parent.is_dir():
         raise ExportError(f"cannot write {dest}: parent directory {dest.parent} does not exist")
     if not dest.exists():
@@ -197,8 +217,24 @@ def _check_destination(dest: Path, force: bool) -> None:
         raise ExportError(f"{dest} exists and is not a directory")
     if not force:
         raise ExportError(f"{dest} already exists; pass --force to replace it")
-    if any(dest.iterdir()) and not (dest / MANIFEST).is_file():
-        raise ExportError(f"{dest} is not empty and holds no {MANIFEST}; refusing to replace it")
+    if not any(dest.iterdir()):
+        return
+    try:
+        manifest = loads(safety.read_bounded(dest / MANIFEST, safety.MAX_MANIFEST_BYTES, "manifest"))
+        ours = isinstance(manifest, dict) and manifest.get("format") == FORMAT
+    except (OSError, ValueError, UnicodeDecodeError):
+        ours = False
+    if not ours:
+        raise ExportError(f"{dest} is not empty and is not a jaxcalc golden set; refusing to replace it")
+    listed = {MANIFEST, "cases", *_listed_paths(manifest)}
+    present = {p.relative_to(dest).as_posix() for p in dest.rglob("*")}
+    extra = sorted(p for p in present - listed if not any(p.startswith(f"{q}/") for q in present - listed))
+    if extra:
+        shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        raise ExportError(
+            f"{dest} holds files that are not part of its golden set ({shown}); "
+            "move them away first (--force replaces the whole directory)"
+        )
 
 
 def export_golden(
@@ -219,8 +255,23 @@ def export_golden(
     """
     dest = Path(os.path.abspath(dest))
     todo = [instance(i) if isinstance(i, Case) else i for i in instances]
-    if dest.parent.is_dir():
-        _clean_stale(dest)  # first: it may put back a previous set a killed export had moved aside
+    if not dest.parent.is_dir():
+        raise ExportError(f"cannot write {dest}: parent directory {dest.parent} does not exist")
+    try:
+        with safety.dir_lock(dest):  # one export per destination at a time; the loser fails here
+            return _export_locked(dest, todo, force, progress, workers)
+    except safety.LockedError as exc:
+        raise ExportError(str(exc)) from None
+
+
+def _export_locked(
+    dest: Path,
+    todo: list[Instance],
+    force: bool,
+    progress: Callable[[ref.Reference], None] | None,
+    workers: int | None,
+) -> dict[str, Any]:
+    _clean_stale(dest)  # first: it may put back a previous set a killed export had moved aside
     _check_destination(dest, force)
     pause = float(os.environ.get(_PAUSE_ENV, "0") or 0)
     # mkdir (not mkdtemp, which makes it 0700) so the set gets the usual permissions.
@@ -241,7 +292,7 @@ def export_golden(
                 for ext, data in (("json", dumps(doc).encode()), ("npz", npz_bytes(arrays))):
                     path = tmp / "cases" / f"{iid}.{ext}"
                     _write(path, data)
-                    hashes[ext] = sha256_file(path)
+                    hashes[ext] = (sha256_file(path), len(data))
                 entries.append(manifest_entry(r, hashes))
                 if progress is not None:
                     progress(r)

@@ -20,15 +20,17 @@ manifest gives, and the ``.npz`` must hold exactly the arrays of the ``.json``. 
 
 from __future__ import annotations
 
-import hashlib
+import difflib
+import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from jaxcalc.numerics import np_dtype
+from jaxcalc.oracle import safety
 from jaxcalc.oracle.arrays import ArrayFormatError, decode_array, load_npz, loads
 
 __all__ = [
@@ -47,6 +49,8 @@ __all__ = [
 FORMAT = "jaxcalc-golden"
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+# What reading a field of the wrong type raises somewhere below; it becomes one GoldenError line.
+_MALFORMED = (TypeError, AttributeError, KeyError, IndexError, ValueError, OverflowError, RecursionError)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # an instance id: case[.stage][@size or @DIM=N,...][~regime]
 _ID = re.compile(
@@ -133,9 +137,23 @@ def flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def sha256_file(path: Path, limit: int = safety.MAX_CASE_FILE_BYTES) -> str:
+    """Hex sha256 of a file's bytes, read in chunks; safety.LimitError past ``limit`` bytes."""
+    return safety.sha256_bounded(path, limit)
+
+
+def _one_line(fn: Callable) -> Callable:
+    """Turn a field of the wrong type, noticed anywhere inside ``fn(root, ...)``, into a GoldenError."""
+
+    @functools.wraps(fn)
+    def wrapper(root: str | Path, *args: Any) -> Any:
+        try:
+            return fn(root, *args)
+        except _MALFORMED as exc:
+            msg = f"{type(exc).__name__}: {safety.one_line(exc, 200)}"
+            raise GoldenError(f"{root}: malformed golden set ({msg})") from None
+
+    return wrapper
 
 
 def _need(cond: bool, msg: str) -> None:
@@ -143,17 +161,19 @@ def _need(cond: bool, msg: str) -> None:
         raise GoldenError(msg)
 
 
+@_one_line
 def _read_manifest(root: Path) -> dict[str, Any]:
     _need(root.exists(), f"golden set {root} does not exist")
     _need(root.is_dir(), f"golden set {root} is not a directory")
     path = root / MANIFEST
     _need(path.is_file(), f"{root} has no {MANIFEST}; write a golden set with 'jaxcalc export {root}'")
     try:
-        manifest = loads(path.read_bytes())
+        manifest = loads(safety.read_bounded(path, safety.MAX_MANIFEST_BYTES, "manifest"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise GoldenError(f"{path}: not valid JSON ({exc})") from None
     _need(isinstance(manifest, dict), f"{path}: not a manifest object")
     _need(manifest.get("format") == FORMAT, f"{path}: format is not {FORMAT!r}")
+    _need(isinstance(manifest.get("producer", {}), dict), f"{path}: 'producer' must be an object")
     version = manifest.get("format_version")
     _need(
         version != 1,
@@ -229,29 +249,52 @@ def _check_entry(entry: Any, where: str, columns: list[str]) -> None:
         f = files.get(ext) if isinstance(files, dict) else None
         ok = isinstance(f, dict) and f.get("path") == f"cases/{iid}.{ext}"
         ok = ok and isinstance(f.get("sha256"), str) and len(f["sha256"]) == 64
+        ok = ok and (f.get("bytes") is None or (type(f["bytes"]) is int and f["bytes"] >= 0))
         _need(ok, f"{where} ({iid}): files.{ext} must give path cases/{iid}.{ext} and its sha256")
 
 
+@_one_line
 def load_golden(root: str | Path, names: Sequence[str] | None = None) -> GoldenSet:
     """Read and check the golden set at ``root``; ``names`` selects instances by id (default: all).
 
     Every file listed in the manifest is checksummed, even for unselected instances, so any
     change to the set is caught; the selected instances are then decoded and checked against the
-    manifest. Raises GoldenError (one line) on any problem.
+    manifest. Raises GoldenError (one line) on any problem, a field of the wrong type included.
     """
     root = Path(root)
     manifest = _read_manifest(root)
     entries = {e["id"]: e for e in manifest["instances"]}
     for name in names or ():
-        _need(name in entries, f"instance {name!r} is not in the golden set {root} (see {MANIFEST})")
+        close = difflib.get_close_matches(name, entries, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f" (see {MANIFEST})"
+        _need(name in entries, f"instance {name!r} is not in the golden set {root}{hint}")
     for entry in entries.values():
         for f in entry["files"].values():
-            path = root / f["path"]
-            _need(path.is_file(), f"{root}: {f['path']} is missing")
-            _need(sha256_file(path) == f["sha256"], f"{root}: {f['path']} fails its sha256 check (changed)")
+            _check_file(root, f)
     chosen = [n for n in entries if names is None or n in set(names)]
     columns = manifest["columns"]
     return GoldenSet(root, manifest, {n: _load_case(root, entries[n], columns) for n in chosen})
+
+
+def _check_file(root: Path, f: dict[str, Any]) -> None:
+    """One listed file: present, a regular file, of the size the manifest gives, matching its sha256.
+
+    The size is checked before reading (a huge file is refused unread); the hash reads in chunks.
+    """
+    path = root / f["path"]
+    _need(path.is_file(), f"{root}: {f['path']} is missing")
+    size = path.stat().st_size
+    expected = f.get("bytes")
+    if expected is not None:
+        msg = f"{root}: {f['path']} is {size} bytes, the manifest says {expected} (changed)"
+        _need(size == expected, msg)
+    limit = safety.MAX_CASE_FILE_BYTES
+    _need(size <= limit, f"{root}: {f['path']} is {size} bytes, over the {limit}-byte limit")
+    try:
+        digest = sha256_file(path, limit if expected is None else expected)
+    except safety.LimitError:
+        raise GoldenError(f"{root}: {f['path']} grew while it was read (changed)") from None
+    _need(digest == f["sha256"], f"{root}: {f['path']} fails its sha256 check (changed)")
 
 
 def _round(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -267,7 +310,7 @@ def _load_case(root: Path, entry: dict[str, Any], columns: list[str]) -> GoldenC
     iid = entry["id"]
     where = f"cases/{iid}.json"
     try:
-        doc = loads((root / where).read_bytes())
+        doc = loads(safety.read_bounded(root / where, safety.MAX_CASE_FILE_BYTES, "case file"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise GoldenError(f"{where}: not valid JSON ({exc})") from None
     _need(isinstance(doc, dict) and doc.get("instance") == iid, f"{where}: not the case file of {iid!r}")
@@ -309,9 +352,9 @@ def _load_case(root: Path, entry: dict[str, Any], columns: list[str]) -> GoldenC
 
     npz_name = f"cases/{iid}.npz"
     try:
-        twin = load_npz(root / npz_name)
+        twin = load_npz(root / npz_name, f"{root / npz_name}")
     except ArrayFormatError as exc:
-        raise GoldenError(f"{root}/{exc}") from None
+        raise GoldenError(str(exc)) from None
     _need(set(twin) == set(arrays), f"{npz_name}: holds {sorted(twin)}, the JSON file holds {sorted(arrays)}")
     for key, arr in arrays.items():
         same = twin[key].dtype == arr.dtype and np.array_equal(twin[key], arr, equal_nan=False)

@@ -19,12 +19,15 @@ import contextlib
 import json
 import os
 import queue
+import select
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from jaxcalc.oracle.safety import MAX_REPLY_BYTES, MAX_STDERR_LINE, LimitError, loads_bounded, one_line
 
 __all__ = ["STALL_LIMIT", "ReplyError", "StartError", "Program"]
 
@@ -43,41 +46,154 @@ class _Stall(ReplyError):
     """A deadline passed."""
 
 
-class _Session:
-    """One running instance of the program, its stdout and stderr drained by daemon threads."""
+_OVERLONG = b"<overlong>"  # queued in place of a line longer than the cap
+_POLL = 0.1  # seconds a reader or writer waits at most before looking at its stop flag
 
-    def __init__(self, argv: Sequence[str]) -> None:
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process whose parent chain leads to ``pid`` (from /proc; empty elsewhere).
+
+    A process that left the group with ``setsid`` is still found this way while its parent lives.
+    """
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class _LineReader(threading.Thread):
+    """Read lines from a pipe ``fd`` with bounded waits, so stopping it never blocks anyone.
+
+    Each complete non-blank line goes to ``sink``; a line longer than ``max_line`` bytes is either
+    cut (``cut=True``: its head is kept, the rest read and dropped) or reported as ``_OVERLONG``
+    and reading stops. At end of file ``sink(None)``. The thread closes ``fd`` itself when it ends.
+    """
+
+    def __init__(self, fd: int, sink: Callable[[bytes | None], None], max_line: int, cut: bool) -> None:
+        super().__init__(daemon=True)
+        self.fd, self.sink, self.max_line, self.cut = fd, sink, max_line, cut
+        self.stop = threading.Event()
+
+    def _emit(self, line: bytes) -> bool:
+        """Pass one line on; False when reading must stop (an overlong line that is not cut)."""
+        if len(line) <= self.max_line:
+            self.sink(line)
+            return True
+        if self.cut:
+            self.sink(line[: self.max_line] + b" [cut]")
+            return True
+        self.sink(_OVERLONG)
+        return False
+
+    def run(self) -> None:
+        parts: list[bytes] = []  # the line being read, in pieces (joining once keeps this linear)
+        size = 0
+        dropping = False  # inside the remainder of a line already cut
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        try:
+            while not self.stop.is_set():
+                if not poller.poll(_POLL * 1000):
+                    continue
+                chunk = os.read(self.fd, 1 << 16)
+                if not chunk:
+                    line = b"".join(parts)
+                    if line.strip() and not dropping and not self._emit(line):
+                        return
+                    break
+                *complete, tail = chunk.split(b"\n")
+                for piece in complete:
+                    line = b"".join([*parts, piece])
+                    parts, size = [], 0
+                    if not dropping and line.strip() and not self._emit(line):
+                        return
+                    dropping = False
+                if tail:
+                    parts.append(tail)
+                    size += len(tail)
+                if size > self.max_line and not dropping:
+                    if not self._emit(b"".join(parts)):
+                        return
+                    parts, size, dropping = [], 0, True
+                elif dropping:
+                    parts, size = [], 0
+        except (OSError, ValueError):
+            pass  # the pipe went away under us: the end of the session
+        finally:
+            self.sink(None)
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+
+
+class _Session:
+    """One running instance of the program; its stdout and stderr are read by two _LineReaders.
+
+    The program is started in its own session and process group, its pipes are plain file
+    descriptors, and no call blocks without a deadline: ``kill`` ends the program, everything it
+    started (even a grandchild that called setsid and still holds the pipes) and both readers.
+    """
+
+    def __init__(self, argv: Sequence[str], max_line: int = MAX_REPLY_BYTES) -> None:
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
+                list(argv), stdin=in_r, stdout=out_w, stderr=err_w, start_new_session=True
             )
         except OSError as exc:
-            raise StartError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
-        self.lines: queue.Queue[bytes | None] = queue.Queue()
+            for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
+                os.close(fd)
+            raise StartError(f"cannot run {one_line(argv[0], 200)!r}: {exc.strerror or exc}") from None
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+        os.set_blocking(in_w, False)
+        self.stdin: int | None = in_w
+        self.lines: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
         self.stderr: collections.deque[str] = collections.deque(maxlen=40)
-        threading.Thread(target=self._drain_stdout, daemon=True).start()
-        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        self.readers = (
+            _LineReader(out_r, self._put, max_line, cut=False),
+            _LineReader(err_r, self._keep_stderr, MAX_STDERR_LINE, cut=True),
+        )
+        for reader in self.readers:
+            reader.start()
 
-    def _drain_stdout(self) -> None:
-        for line in iter(self.proc.stdout.readline, b""):
-            self.lines.put(line)
-        self.lines.put(None)
+    def _put(self, line: bytes | None) -> None:
+        """Queue a stdout line; give up when the session is being torn down."""
+        while not self.readers[0].stop.is_set():
+            try:
+                self.lines.put(line, timeout=_POLL)
+                return
+            except queue.Full:
+                continue
 
-    def _drain_stderr(self) -> None:
-        for line in iter(self.proc.stderr.readline, b""):
+    def _keep_stderr(self, line: bytes | None) -> None:
+        if line is not None:
             self.stderr.append(line.decode("utf-8", "replace").rstrip())
 
     def last_words(self) -> str:
-        """The last non-empty stderr line, shortened, as a hint for messages."""
-        time.sleep(0.05)  # let the drain thread catch the final line of a program that just died
+        """The last non-empty stderr line, escaped on one line and shortened, as a hint."""
+        time.sleep(0.05)  # let the reader catch the final line of a program that just died
         for line in reversed(self.stderr):
             if line.strip():
-                text = line.strip()
-                return f": {text[:200]}" if len(text) <= 200 else f": {text[:200]}..."
+                return f": {one_line(line.strip(), 200)}"
         return ""
 
     def exit_note(self) -> str:
@@ -98,49 +214,62 @@ class _Session:
         A failed write (the program has exited) is not raised here: :meth:`receive` then reports
         what the program printed or that it exited, which says more.
         """
-
-        def write() -> None:
-            with contextlib.suppress(OSError, ValueError):
-                self.proc.stdin.write(line)
-                self.proc.stdin.flush()
-
-        writer = threading.Thread(target=write, daemon=True)
-        writer.start()
-        writer.join(timeout)
-        if writer.is_alive():
-            raise _Stall(f"did not read its input within {timeout:g} s")
+        deadline = time.monotonic() + timeout
+        view = memoryview(line)
+        poller = select.poll()
+        if self.stdin is not None:
+            poller.register(self.stdin, select.POLLOUT)
+        while view and self.stdin is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _Stall(f"did not read its input within {timeout:g} s")
+            try:
+                if poller.poll(min(left, _POLL) * 1000):
+                    view = view[os.write(self.stdin, view) :]
+            except BlockingIOError:
+                continue
+            except (OSError, ValueError):
+                return
 
     def receive(self, timeout: float) -> bytes:
-        """The next non-blank stdout line, waiting at most ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                line = self.lines.get(timeout=max(left, 0.0))
-            except queue.Empty:
-                raise _Stall(f"no reply within {timeout:g} s") from None
-            if line is None:
-                raise ReplyError(f"implementation {self.exit_note()} without replying{self.last_words()}")
-            if line.strip():
-                return line
+        """The next non-blank stdout line, waiting at most ``timeout`` seconds in all."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise _Stall(f"no reply within {timeout:g} s") from None
+        if line is None:
+            raise ReplyError(f"implementation {self.exit_note()} without replying{self.last_words()}")
+        if line is _OVERLONG:
+            raise ReplyError(f"reply line longer than {MAX_REPLY_BYTES} bytes (the limit); refused")
+        return line
 
     def close(self, grace: float) -> None:
         """Close stdin (the end of the session), wait ``grace`` seconds, then kill what is left."""
-        with contextlib.suppress(OSError):
-            self.proc.stdin.close()
+        others = _descendants(self.proc.pid)  # before the program exits and they are orphaned
+        self._close_stdin()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=grace)
-        self.kill()
+        self.kill(others)
 
-    def kill(self) -> None:
-        """Kill the program and anything it started (its whole process group)."""
+    def _close_stdin(self) -> None:
+        if self.stdin is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.stdin)
+            self.stdin = None
+
+    def kill(self, others: Sequence[int] = ()) -> None:
+        """Kill the program and everything it started: its process group and its descendants."""
+        pids = {*others, *_descendants(self.proc.pid)}
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            with contextlib.suppress(OSError):
-                stream.close()
+        self._close_stdin()
+        for reader in self.readers:
+            reader.stop.set()
 
 
 class Program:
@@ -180,7 +309,7 @@ class Program:
         self.started += 1
         if self.hello:
             try:
-                greeting = json.loads(session.receive(self.start_timeout))
+                greeting = loads_bounded(session.receive(self.start_timeout))
             except ReplyError as exc:
                 session.kill()
                 raise StartError(f"implementation did not start: {exc}") from None
@@ -190,7 +319,7 @@ class Program:
             if not (isinstance(greeting, dict) and greeting.get("ready") is True):
                 session.kill()
                 fatal = greeting.get("fatal") if isinstance(greeting, dict) else None
-                raise StartError(str(fatal) if fatal else "implementation did not start: bad greeting")
+                raise StartError(one_line(fatal) if fatal else "implementation did not start: bad greeting")
         self.session = session
 
     def ask(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -220,13 +349,15 @@ class Program:
 
     def _parse(self, raw: bytes, rid: int) -> dict[str, Any]:
         try:
-            reply = json.loads(raw.decode("utf-8"))
+            reply = loads_bounded(raw.decode("utf-8"))
+        except LimitError as exc:
+            raise ReplyError(f"reply refused: {exc}") from None
         except (UnicodeDecodeError, ValueError):
             raise ReplyError(f"reply is not a JSON line: {raw[:80]!r}") from None
         if not isinstance(reply, dict):
             raise ReplyError(f"reply is not a JSON object: {raw[:80]!r}")
         if reply.get("id") != rid:
-            raise ReplyError(f"reply carries id {reply.get('id')!r}, expected {rid}")
+            raise ReplyError(f"reply carries id {one_line(repr(reply.get('id')), 80)}, expected {rid}")
         return reply
 
     def _drop(self) -> None:

@@ -34,6 +34,7 @@ from jaxcalc.numerics import FLOAT_DTYPES, compare, np_dtype
 from jaxcalc.oracle.arrays import ArrayFormatError, decode_array, encode_array
 from jaxcalc.oracle.golden import GoldenCase, GoldenSet
 from jaxcalc.oracle.protocol import Program, ReplyError, StartError
+from jaxcalc.oracle.safety import one_line
 
 __all__ = [
     "DTYPES",
@@ -170,7 +171,7 @@ def judge(case: GoldenCase, reply: dict[str, Any], dtype: str) -> CaseResult:
     if "error" in reply:
         if reply["error"] == "unsupported":
             return CaseResult(case.name, "skip", tol, (), "unsupported", shapes)
-        return fail(f"implementation error: {str(reply['error'])[:300]}", [], [])
+        return fail(f"implementation error: {one_line(reply['error'], 300)}", [], [])
     value = col.value if col.value is not None else case.value
     vjps = col.vjp if col.vjp is not None else case.vjp
     done: list[Quantity] = []
@@ -290,9 +291,9 @@ def format_result(r: CaseResult) -> list[str]:
         )
         if q.diagnosis:
             rows.append(f"{head} {'':16} diagnosis: {q.diagnosis['line']}")
-    if r.message:
+    if r.message:  # may quote the implementation: escaped, so it cannot forge rows or move the cursor
         shapes = f"  {r.shapes}" if not rows and r.shapes else ""
-        rows.append(f"{head} {r.message}{shapes}")
+        rows.append(f"{head} {one_line(r.message, 400)}{shapes}")
     return rows
 
 

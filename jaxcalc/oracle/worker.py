@@ -28,19 +28,28 @@ import numpy as np
 
 if __package__:
     from jaxcalc.oracle.arrays import ArrayFormatError, decode_array, encode_array
+    from jaxcalc.oracle.safety import LimitError, loads_bounded, one_line
 else:
-    # Started by path (as verify does): load the sibling arrays module by file, so the worker does
-    # not import the jaxcalc package, and JAX with it, unless the implementation itself does; and
-    # put the working directory first on sys.path in place of this folder, as ``python -m`` would.
+    # Started by path (as verify does): load the sibling modules by file, so the worker does not
+    # import the jaxcalc package, and JAX with it, unless the implementation itself does; and put
+    # the working directory first on sys.path in place of this folder, as ``python -m`` would.
     sys.path[0] = os.getcwd()
-    _spec = importlib.util.spec_from_file_location("_jaxcalc_arrays", Path(__file__).with_name("arrays.py"))
-    _arrays = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_arrays)
+
+    def _sibling(file: str, name: str) -> types.ModuleType:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(file))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    _safety = _sibling("safety.py", "_jaxcalc_safety")
+    _arrays = _sibling("arrays.py", "_jaxcalc_arrays")
     ArrayFormatError, decode_array, encode_array = (
         _arrays.ArrayFormatError,
         _arrays.decode_array,
         _arrays.encode_array,
     )
+    LimitError, loads_bounded, one_line = _safety.LimitError, _safety.loads_bounded, _safety.one_line
 
 __all__ = ["load_module", "answer", "main"]
 
@@ -61,18 +70,22 @@ def load_module(target: str) -> types.ModuleType:
 
 
 def _line(exc: BaseException) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(exc).split())
+    """An exception's message on one line, control characters escaped."""
+    return one_line(" ".join(str(exc).split()), 500)
 
 
 def _to_numpy(x: Any, what: str) -> np.ndarray:
     if hasattr(x, "detach"):  # a PyTorch tensor, possibly requiring grad or on a GPU
         x = x.detach().cpu()
     arr = np.asarray(x)
-    if arr.dtype == object:
-        raise TypeError(f"{what} is not a numeric array")
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise TypeError(f"{what} is not a real numeric array (dtype {arr.dtype})")
     if arr.dtype.kind == "f" and arr.dtype.name not in ("float16", "float32", "float64"):
-        arr = arr.astype(np.float32)  # e.g. bfloat16: widen losslessly
+        # Wider than float64 (np.longdouble): round to float64, the nearest format the protocol
+        # carries. Narrower (bfloat16, float8): widen to float32, which holds every value exactly.
+        arr = arr.astype(np.float64 if arr.dtype.itemsize > 8 else np.float32)
+    if arr.dtype.kind == "b":
+        raise TypeError(f"{what} is a boolean array, not numbers")
     return arr
 
 
@@ -130,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         if not line.strip():
             continue
         try:
-            request = json.loads(line)
-        except ValueError:
+            request = loads_bounded(line)
+        except (LimitError, ValueError):
             request = None
         _send(out, answer(module, request))
     return 0
