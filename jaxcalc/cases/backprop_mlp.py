@@ -115,7 +115,7 @@ register(
         # large: the digits network train runs (64 features, 128 hidden, 10 classes, batch 128)
         sizes={
             "golden": {"B": 8, "D": 5, "H": 7, "C": 3},
-            "tiles": {"B": 65, "D": 33, "H": 129, "C": 10},
+            "tiles": {"B": 65, "D": 33, "H": 65, "C": 10},
             "large": {"B": 128, "D": 64, "H": 128, "C": 10},
         },
         forward=backprop_mlp,

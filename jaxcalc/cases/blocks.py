@@ -205,7 +205,7 @@ register(
         settings={"base": ROPE_BASE, "layout": "half-split (rotate_half)"},
         sizes={
             "golden": {"H": 2, "T": 5, "D": 6},
-            "tiles": {"H": 3, "T": 129, "D": 34},
+            "tiles": {"H": 2, "T": 65, "D": 34},
             "large": {"H": 8, "T": 1024, "D": 64},
         },
         forward=rope,
@@ -227,7 +227,7 @@ register(
         ),
         sizes={
             "golden": {"N": 4, "D": 5, "F": 7, "Do": 3},
-            "tiles": {"N": 65, "D": 33, "F": 67, "Do": 34},
+            "tiles": {"N": 33, "D": 33, "F": 35, "Do": 34},
             "large": {"N": 1024, "D": 1024, "F": 2816, "Do": 1024},
         },
         forward=swiglu,

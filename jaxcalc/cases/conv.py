@@ -185,7 +185,7 @@ register(
         settings=CONV1D,
         sizes={
             "golden": {"N": 2, "Cin": 3, "L": 11, "Cout": 4, "K": 3},
-            "tiles": {"N": 3, "Cin": 17, "L": 257, "Cout": 33, "K": 5},
+            "tiles": {"N": 2, "Cin": 5, "L": 67, "Cout": 33, "K": 5},
             "large": {"N": 16, "Cin": 256, "L": 4096, "Cout": 256, "K": 3},
         },  # fmt: skip
         forward=conv1d,
@@ -211,7 +211,7 @@ register(
         # Cin = 2 Cg (groups = 2) and Cout even at every size
         sizes={
             "golden": {"N": 2, "Cin": 4, "H": 7, "W": 6, "Cout": 6, "Cg": 2, "KH": 3, "KW": 2},
-            "tiles": {"N": 2, "Cin": 6, "H": 33, "W": 40, "Cout": 34, "Cg": 3, "KH": 3, "KW": 3},
+            "tiles": {"N": 1, "Cin": 4, "H": 33, "W": 20, "Cout": 34, "Cg": 2, "KH": 3, "KW": 3},
             "large": {"N": 16, "Cin": 64, "H": 64, "W": 64, "Cout": 128, "Cg": 32, "KH": 3, "KW": 3},
         },  # fmt: skip
         forward=conv2d,
@@ -229,7 +229,7 @@ register(
         settings={"kernel": POOL["kernel"], "stride": POOL["stride"], "padding": 0},
         sizes={
             "golden": {"N": 2, "C": 3, "H": 7, "W": 8},
-            "tiles": {"N": 1, "C": 3, "H": 65, "W": 67},
+            "tiles": {"N": 1, "C": 2, "H": 33, "W": 35},
             "large": {"N": 16, "C": 64, "H": 128, "W": 128},
         },
         forward=max_pool2d,
@@ -251,7 +251,7 @@ register(
         },  # fmt: skip
         sizes={
             "golden": {"N": 2, "C": 3, "H": 7, "W": 8},
-            "tiles": {"N": 1, "C": 3, "H": 65, "W": 67},
+            "tiles": {"N": 1, "C": 2, "H": 33, "W": 35},
             "large": {"N": 16, "C": 64, "H": 128, "W": 128},
         },
         forward=avg_pool2d,

@@ -165,7 +165,7 @@ register(
         ),
         sizes={
             "golden": {"N": 4, "D": 6, "H": 5, "Z": 3},
-            "tiles": {"N": 33, "D": 67, "H": 65, "Z": 17},
+            "tiles": {"N": 17, "D": 35, "H": 33, "Z": 17},
             "large": {"N": 256, "D": 784, "H": 512, "Z": 64},
         },
         forward=vae_elbo,
@@ -247,7 +247,7 @@ register(
         settings=DDPM_SETTINGS,
         sizes={
             "golden": {"N": 5, "D": 4, "H": 6},
-            "tiles": {"N": 65, "D": 33, "H": 67},
+            "tiles": {"N": 33, "D": 33, "H": 35},
             "large": {"N": 256, "D": 3072, "H": 1024},
         },
         forward=ddpm_loss,
@@ -330,7 +330,7 @@ register(
         ),
         sizes={
             "golden": {"N": 6, "Z": 3, "D": 4, "H": 5},
-            "tiles": {"N": 65, "Z": 17, "D": 33, "H": 67},
+            "tiles": {"N": 33, "Z": 17, "D": 33, "H": 35},
             "large": {"N": 256, "Z": 128, "D": 784, "H": 512},
         },
         forward=gan_losses,

@@ -102,7 +102,7 @@ register(
         # tiles: a statistic over 33 x 65 = 2,145 elements per channel (past 2,048)
         sizes={
             "golden": {"N": 4, "C": 3, "L": 5},
-            "tiles": {"N": 33, "C": 5, "L": 65},
+            "tiles": {"N": 33, "C": 3, "L": 17},
             "large": {"N": 64, "C": 256, "L": 1024},
         },
         # offset: channels at +-1e4 with spread 1; tiny: a variance of 1e-8, far below eps
@@ -129,7 +129,7 @@ register(
         # C a multiple of 3 at every size; tiles: a statistic over 3 x 700 = 2,100 elements
         sizes={
             "golden": {"N": 2, "C": 6, "L": 5},
-            "tiles": {"N": 3, "C": 9, "L": 700},
+            "tiles": {"N": 2, "C": 9, "L": 67},
             "large": {"N": 16, "C": 96, "L": 4096},
         },
         regimes={"tiny": {"x": normal(1e-4, 0.5)}},

@@ -130,7 +130,7 @@ register(
         # G4 = 4 H at every size
         sizes={
             "golden": {"N": 3, "I": 4, "H": 5, "G4": 20},
-            "tiles": {"N": 33, "I": 40, "H": 34, "G4": 136},
+            "tiles": {"N": 17, "I": 33, "H": 34, "G4": 136},
             "large": {"N": 256, "I": 1024, "H": 1024, "G4": 4096},
         },
         forward=lstm_cell,
@@ -158,7 +158,7 @@ register(
         # G3 = 3 H at every size
         sizes={
             "golden": {"N": 3, "I": 4, "H": 5, "G3": 15},
-            "tiles": {"N": 33, "I": 40, "H": 34, "G3": 102},
+            "tiles": {"N": 17, "I": 33, "H": 34, "G3": 102},
             "large": {"N": 256, "I": 1024, "H": 1024, "G3": 3072},
         },
         forward=gru_cell,
@@ -249,7 +249,7 @@ register(
         # tiles: a sequence past two 64-tiles, state and channel sizes off the 32-tiles
         sizes={
             "golden": {"T": 6, "D": 3, "S": 4},
-            "tiles": {"T": 129, "D": 34, "S": 17},
+            "tiles": {"T": 65, "D": 17, "S": 9},
             "large": {"T": 2048, "D": 256, "S": 16},
         },
         forward=selective_scan,
