@@ -16,7 +16,7 @@ from jaxcalc.cases import (  # noqa: F401, I001
     transformer,
     optim_step,
 )
-from jaxcalc.cases import elementwise, unary, reductions, shapes  # noqa: F401, I001
+from jaxcalc.cases import elementwise, unary, reductions, shapes, extras  # noqa: F401, I001
 from jaxcalc.cases._base import (
     DEFAULT_SIZES,
     MAX_INSTANCE_ELEMENTS,
