@@ -284,3 +284,9 @@ def adam_step(p: T, g: T, m: T, v: T) -> T:
     v1 = b2 * v + (1 - b2) * g * g
     p1 = p - lr * (m1 / (1 - b1**t)) / (torch.sqrt(v1 / (1 - b2**t)) + eps)
     return torch.stack([p1, m1, v1])
+
+
+from torch_primitives import *  # noqa: E402, F403  (the primitive cases; verify puts examples/ on sys.path)
+from torch_primitives import __all__ as _primitives  # noqa: E402
+
+__all__ += _primitives
