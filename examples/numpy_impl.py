@@ -458,3 +458,9 @@ def adam_step(
     dv1 = cv + cp * lr * mhat / (den * den) / (2.0 * root) / c2  # dp'/dv' = lr mhat / den**2 / (2 root c2)
     grads = {"p": cp, "g": dm1 * (1.0 - b1) + dv1 * (1.0 - b2) * 2.0 * g, "m": dm1 * b1, "v": dv1 * b2}
     return np.stack([p1, m1, v1]), grads
+
+
+from numpy_primitives import *  # noqa: E402, F403  (the primitive cases; verify puts examples/ on sys.path)
+from numpy_primitives import __all__ as _primitives  # noqa: E402
+
+__all__ += _primitives
