@@ -286,7 +286,13 @@ def adam_step(p: T, g: T, m: T, v: T) -> T:
     return torch.stack([p1, m1, v1])
 
 
-from torch_primitives import *  # noqa: E402, F403  (the primitive cases; verify puts examples/ on sys.path)
+# The primitive cases live beside this file; loaded by path (as the tests do), its folder may not be on sys.path.
+import sys as _sys  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+if str(_Path(__file__).resolve().parent) not in _sys.path:
+    _sys.path.append(str(_Path(__file__).resolve().parent))
+from torch_primitives import *  # noqa: E402, F403
 from torch_primitives import __all__ as _primitives  # noqa: E402
 
 __all__ += _primitives
