@@ -45,8 +45,11 @@ def _binary(name: str, op, partials):
         du, ds = partials(u, s)
         dx, dy = partials(x, y)
         gu = cotangent * du
-        vjp = {"x": unbroadcast(gu * dx, x.shape), "y": unbroadcast(gu * dy, y.shape),
-               "s": unbroadcast(cotangent * ds, s.shape)}
+        vjp = {
+            "x": unbroadcast(gu * dx, x.shape),
+            "y": unbroadcast(gu * dy, y.shape),
+            "s": unbroadcast(cotangent * ds, s.shape),
+        }
         return _a(out, x), {k: _a(v, x) for k, v in vjp.items()}
 
     case.__name__ = case.__qualname__ = name
@@ -72,8 +75,10 @@ def where(inputs: Inputs, cotangent: Array) -> Result:
     c, x, y = inputs["cond"], inputs["x"], inputs["y"]
     out = np.where(c, x, y)
     zero = np.zeros_like(cotangent)
-    return _a(out, x), {"x": _a(unbroadcast(np.where(c, cotangent, zero), x.shape), x),
-                        "y": _a(unbroadcast(np.where(c, zero, cotangent), y.shape), x)}
+    return _a(out, x), {
+        "x": _a(unbroadcast(np.where(c, cotangent, zero), x.shape), x),
+        "y": _a(unbroadcast(np.where(c, zero, cotangent), y.shape), x),
+    }
 
 
 def _unary(name: str, f, df):
@@ -113,13 +118,17 @@ def _red(name: str, f, back):
 
 
 sum_axis = _red("sum_axis", lambda x: x.sum(1, keepdims=True), lambda x, o, c: np.broadcast_to(c, x.shape))
-mean_axis = _red("mean_axis", lambda x: x.mean(1, keepdims=True),
-                 lambda x, o, c: np.broadcast_to(c / x.shape[1], x.shape))
+mean_axis = _red(
+    "mean_axis", lambda x: x.mean(1, keepdims=True), lambda x, o, c: np.broadcast_to(c / x.shape[1], x.shape)
+)
 prod_axis = _red("prod_axis", lambda x: x.prod(1, keepdims=True), lambda x, o, c: c * o / x)
 max_axis = _red("max_axis", lambda x: x.max(1, keepdims=True), lambda x, o, c: c * (x == o))
 min_axis = _red("min_axis", lambda x: x.min(1, keepdims=True), lambda x, o, c: c * (x == o))
-var_axis = _red("var_axis", lambda x: x.var(1, keepdims=True, ddof=1),
-                lambda x, o, c: c * 2 * (x - x.mean(1, keepdims=True)) / (x.shape[1] - 1))
+var_axis = _red(
+    "var_axis",
+    lambda x: x.var(1, keepdims=True, ddof=1),
+    lambda x, o, c: c * 2 * (x - x.mean(1, keepdims=True)) / (x.shape[1] - 1),
+)
 cumsum = _red("cumsum", lambda x: np.cumsum(x, 1), lambda x, o, c: np.flip(np.cumsum(np.flip(c, 1), 1), 1))
 flip = _red("flip", lambda x: np.flip(x, 1), lambda x, o, c: np.flip(c, 1))
 roll = _red("roll", lambda x: np.roll(x, 2, 1), lambda x, o, c: np.roll(c, -2, 1))
@@ -132,7 +141,9 @@ def _lse(x: Array) -> Array:
 
 
 logsumexp_axis = _red("logsumexp_axis", _lse, lambda x, o, c: c * np.exp(x - o))
-transpose = _red("transpose", lambda x: np.transpose(x, (2, 0, 1)), lambda x, o, c: np.transpose(c, (1, 2, 0)))
+transpose = _red(
+    "transpose", lambda x: np.transpose(x, (2, 0, 1)), lambda x, o, c: np.transpose(c, (1, 2, 0))
+)
 reshape = _red("reshape", lambda x: x.reshape(x.shape[2], -1), lambda x, o, c: c.reshape(x.shape))
 triu = _red("triu", np.triu, lambda x, o, c: np.triu(c))
 
@@ -145,8 +156,11 @@ def _strided_back(x: Array, o: Array, c: Array) -> Array:
 
 strided_slice = _red("strided_slice", lambda x: x[1::2, ::3], _strided_back)
 pad = _red("pad", lambda x: np.pad(x, ((1, 2), (3, 0))), lambda x, o, c: c[1:-2, 3:])
-broadcast_to = _red("broadcast_to", lambda x: np.broadcast_to(x, (3, x.shape[0], 2, x.shape[2])),
-                    lambda x, o, c: unbroadcast(c, x.shape))
+broadcast_to = _red(
+    "broadcast_to",
+    lambda x: np.broadcast_to(x, (3, x.shape[0], 2, x.shape[2])),
+    lambda x, o, c: unbroadcast(c, x.shape),
+)
 
 
 def topk_values(inputs: Inputs, cotangent: Array) -> Result:
@@ -211,16 +225,20 @@ def logaddexp(inputs: Inputs, cotangent: Array) -> Result:
     """log(e^x + e^y); dx = ct sigmoid(x - y), dy = ct sigmoid(y - x), unbroadcast."""
     x, y = inputs["x"], inputs["y"]
     w = _sigmoid(x - y)
-    return np.logaddexp(x, y), {"x": unbroadcast(cotangent * w, x.shape),
-                                "y": unbroadcast(cotangent * (1 - w), y.shape)}
+    return np.logaddexp(x, y), {
+        "x": unbroadcast(cotangent * w, x.shape),
+        "y": unbroadcast(cotangent * (1 - w), y.shape),
+    }
 
 
 def atan2(inputs: Inputs, cotangent: Array) -> Result:
     """atan2(y, x); dy = ct x / r^2, dx = -ct y / r^2, unbroadcast."""
     y, x = inputs["y"], inputs["x"]
     r2 = x * x + y * y
-    return np.arctan2(y, x), {"y": unbroadcast(cotangent * x / r2, y.shape),
-                              "x": unbroadcast(-cotangent * y / r2, x.shape)}
+    return np.arctan2(y, x), {
+        "y": unbroadcast(cotangent * x / r2, y.shape),
+        "x": unbroadcast(-cotangent * y / r2, x.shape),
+    }
 
 
 def hypot(inputs: Inputs, cotangent: Array) -> Result:

@@ -286,7 +286,7 @@ def adam_step(p: T, g: T, m: T, v: T) -> T:
     return torch.stack([p1, m1, v1])
 
 
-# The primitive cases live beside this file; loaded by path (as the tests do), its folder may not be on sys.path.
+# The primitive cases live beside this file; loaded by path, its folder may be off sys.path.
 import sys as _sys  # noqa: E402
 from pathlib import Path as _Path  # noqa: E402
 

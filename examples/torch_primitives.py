@@ -35,7 +35,10 @@ def _autograd(forward: Callable[..., T]) -> Callable[[Inputs, np.ndarray], Resul
         out = forward(**tensors)
         ct = torch.from_numpy(np.array(cotangent, copy=True)).to(out.dtype)
         grads = torch.autograd.grad(out, [tensors[k] for k in floats], grad_outputs=ct, allow_unused=True)
-        vjp = {k: (torch.zeros_like(tensors[k]) if g is None else g).numpy() for k, g in zip(floats, grads, strict=True)}
+        vjp = {
+            k: (torch.zeros_like(tensors[k]) if g is None else g).numpy()
+            for k, g in zip(floats, grads, strict=True)
+        }
         return out.detach().numpy(), vjp
 
     case.__name__ = case.__qualname__ = forward.__name__

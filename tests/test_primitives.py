@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcalc.cases import REGISTRY, Case, instance
+from jaxcalc.cases import REGISTRY, instance
 from jaxcalc.cases import elementwise as ew
 from jaxcalc.cases import reductions as red
 from jaxcalc.cases import shapes as sh
@@ -48,7 +48,13 @@ def _reference(name: str, size: str) -> tuple:
     with reference_mode("float64"):
         out = jax.jit(both)([jnp.asarray(inputs[n]) for n in case.input_names], jnp.asarray(ct))
         value, ad, hw = jax.tree_util.tree_map(np.asarray, out)
-    return inputs, ct, value, dict(zip(case.diff_names, ad, strict=True)), dict(zip(case.diff_names, hw, strict=True))
+    return (
+        inputs,
+        ct,
+        value,
+        dict(zip(case.diff_names, ad, strict=True)),
+        dict(zip(case.diff_names, hw, strict=True)),
+    )
 
 
 def _worst(got: dict, ref: dict) -> float:
@@ -63,10 +69,47 @@ def _worst(got: dict, ref: dict) -> float:
 
 
 def test_catalogue_holds_the_primitive_names():
-    names = """add sub mul div pow maximum minimum where abs sqrt rsqrt exp log log1p expm1 sin cos
-    reciprocal square clip sum_axis mean_axis prod_axis max_axis min_axis var_axis cumsum transpose
-    reshape strided_slice concatenate stack pad broadcast_to gather scatter_add batched_matmul einsum
-    topk_values""".split()
+    names = [
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "pow",
+        "maximum",
+        "minimum",
+        "where",
+        "abs",
+        "sqrt",
+        "rsqrt",
+        "exp",
+        "log",
+        "log1p",
+        "expm1",
+        "sin",
+        "cos",
+        "reciprocal",
+        "square",
+        "clip",
+        "sum_axis",
+        "mean_axis",
+        "prod_axis",
+        "max_axis",
+        "min_axis",
+        "var_axis",
+        "cumsum",
+        "transpose",
+        "reshape",
+        "strided_slice",
+        "concatenate",
+        "stack",
+        "pad",
+        "broadcast_to",
+        "gather",
+        "scatter_add",
+        "batched_matmul",
+        "einsum",
+        "topk_values",
+    ]
     assert set(names) <= set(REGISTRY)
     assert len(PRIMITIVES) >= 46
 
@@ -116,6 +159,7 @@ def test_index_inputs_repeat():
 # Each plant is a VJP (p, ct) -> tuple with one bug of the case's own kind, or ("forward", f) for a
 # forward with the bug; the handwritten VJP (or forward) with it must disagree with autodiff.
 
+
 def _r(a):
     return jnp.asarray(a)
 
@@ -134,24 +178,33 @@ def _max_routed_wrong(p, ct):
     x, y, s = map(_r, p)
     u = jnp.maximum(x, y)
     gu = jnp.where(u > s, ct, 0.0)
-    return (ew.unbroadcast(jnp.where(x > y, 0.0, gu), x.shape), ew.unbroadcast(jnp.where(x > y, gu, 0.0), y.shape),
-            ew.unbroadcast(jnp.where(u > s, 0.0, ct), ()))
+    return (
+        ew.unbroadcast(jnp.where(x > y, 0.0, gu), x.shape),
+        ew.unbroadcast(jnp.where(x > y, gu, 0.0), y.shape),
+        ew.unbroadcast(jnp.where(u > s, 0.0, ct), ()),
+    )
 
 
 def _min_routed_wrong(p, ct):
     x, y, s = map(_r, p)
     u = jnp.minimum(x, y)
     gu = jnp.where(u < s, ct, 0.0)
-    return (ew.unbroadcast(jnp.where(x > y, gu, 0.0), x.shape), ew.unbroadcast(jnp.where(x > y, 0.0, gu), y.shape),
-            ew.unbroadcast(jnp.where(u < s, 0.0, ct), ()))
+    return (
+        ew.unbroadcast(jnp.where(x > y, gu, 0.0), x.shape),
+        ew.unbroadcast(jnp.where(x > y, 0.0, gu), y.shape),
+        ew.unbroadcast(jnp.where(u < s, 0.0, ct), ()),
+    )
 
 
 def _pow_no_log(p, ct):
     x, y, s = map(_r, p)
     u = x**y
     gu = ct * s * u ** (s - 1.0)
-    return (ew.unbroadcast(gu * y * x ** (y - 1.0), x.shape), ew.unbroadcast(gu * u, y.shape),
-            ew.unbroadcast(ct * u**s * jnp.log(u), ()))
+    return (
+        ew.unbroadcast(gu * y * x ** (y - 1.0), x.shape),
+        ew.unbroadcast(gu * u, y.shape),
+        ew.unbroadcast(ct * u**s * jnp.log(u), ()),
+    )
 
 
 def _unary(df):
@@ -181,16 +234,21 @@ def _gather_overwrites(p, ct):
 
 
 PLANTS = {
-    "add": lambda p, ct: (ew.unbroadcast(ct, p[0].shape), jnp.sum(ct, axis=0)[:, :1],  # first column of N, not summed
-                          jnp.sum(ct)),
+    "add": lambda p, ct: (
+        ew.unbroadcast(ct, p[0].shape),
+        jnp.sum(ct, axis=0)[:, :1],  # first column of N, not summed
+        jnp.sum(ct),
+    ),
     "sub": lambda p, ct: tuple(ew.unbroadcast(ct, np.shape(a)) for a in p),  # y and s without the minus sign
     "mul": _mul_not_summed,
     "div": lambda p, ct: (lambda d: (d[0], -d[1], d[2]))(_bin("div")(p, ct)),  # dy with the wrong sign
     "pow": _pow_no_log,
     "maximum": _max_routed_wrong,
     "minimum": _min_routed_wrong,
-    "where": lambda p, ct: (ew.unbroadcast(jnp.where(p[0], 0.0, ct), p[1].shape),  # condition inverted
-                            ew.unbroadcast(jnp.where(p[0], ct, 0.0), ())),
+    "where": lambda p, ct: (
+        ew.unbroadcast(jnp.where(p[0], 0.0, ct), p[1].shape),  # condition inverted
+        ew.unbroadcast(jnp.where(p[0], ct, 0.0), ()),
+    ),
     "abs": lambda p, ct: (ct,),  # the sign dropped
     "sqrt": _unary(lambda x: 1.0 / jnp.sqrt(x)),  # missing 1/2
     "rsqrt": _unary(lambda x: 0.5 * jax.lax.rsqrt(x) / x),  # missing the minus sign
@@ -207,23 +265,32 @@ PLANTS = {
     "prod_axis": lambda p, ct: (ct * jnp.prod(p[0], axis=2, keepdims=True) / p[0],),  # product over axis 2
     "max_axis": lambda p, ct: (ct * (p[0] == jnp.max(p[0], axis=2, keepdims=True)),),  # argmax over axis 2
     "min_axis": lambda p, ct: (ct * red._argext_mask(p[0], True),),  # routed to the argmax
-    "var_axis": lambda p, ct: (ct * 2.0 * (p[0] - jnp.mean(p[0], axis=1, keepdims=True)) / p[0].shape[1],),  # biased
+    "var_axis": lambda p, ct: (
+        ct * 2.0 * (p[0] - jnp.mean(p[0], axis=1, keepdims=True)) / p[0].shape[1],
+    ),  # biased
     "cumsum": lambda p, ct: (jnp.cumsum(ct, axis=1),),  # backward not reversed
     "transpose": lambda p, ct: (jnp.transpose(ct, sh.PERM).reshape(np.shape(p[0])),),  # perm, not its inverse
     "reshape": lambda p, ct: (ct.T.reshape(np.shape(p[0])),),  # transposed before reshaping back
     "strided_slice": lambda p, ct: (jnp.zeros_like(p[0]).at[2::2, ::3].set(ct),),  # rows start one late
-    "concatenate": lambda p, ct: (ct[:, 1 : p[0].shape[1] + 1], jnp.concatenate([ct[:, :1], ct[:, p[0].shape[1] + 1 :]], 1)),
+    "concatenate": lambda p, ct: (
+        ct[:, 1 : p[0].shape[1] + 1],
+        jnp.concatenate([ct[:, :1], ct[:, p[0].shape[1] + 1 :]], 1),
+    ),
     "stack": lambda p, ct: (ct[:, 1], ct[:, 0], ct[:, 2]),  # components swapped
     "pad": lambda p, ct: (ct[2:-1, 3:],),  # cropped one row off
     "broadcast_to": lambda p, ct: (jnp.sum(ct, axis=0)[:, :1],),  # the size-1 axis not summed
     "gather": _gather_overwrites,  # repeats overwrite instead of accumulating
     "scatter_add": ("forward", _scatter_overwrites),  # repeats overwrite instead of accumulating
-    "batched_matmul": lambda p, ct: (jnp.matmul(ct, jnp.swapaxes(p[1], -1, -2))[:, :1],  # H not summed
-                                     sh.batched_matmul_vjp(p, ct)[1]),
+    "batched_matmul": lambda p, ct: (
+        jnp.matmul(ct, jnp.swapaxes(p[1], -1, -2))[:, :1],  # H not summed
+        sh.batched_matmul_vjp(p, ct)[1],
+    ),
     "einsum": _einsum_reshaped,
     "topk_values": _topk_reversed,
-    "logaddexp": lambda p, ct: (ew.unbroadcast(ct * jax.nn.sigmoid(p[1] - p[0]), p[0].shape),  # weights swapped
-                                ew.unbroadcast(ct * jax.nn.sigmoid(p[0] - p[1]), p[1].shape)),
+    "logaddexp": lambda p, ct: (
+        ew.unbroadcast(ct * jax.nn.sigmoid(p[1] - p[0]), p[0].shape),  # weights swapped
+        ew.unbroadcast(ct * jax.nn.sigmoid(p[0] - p[1]), p[1].shape),
+    ),
     "atan2": lambda p, ct: (lambda d: (d[0], -d[1]))(REGISTRY["atan2"].vjp(p, ct)),  # dx sign flipped
     "hypot": lambda p, ct: (ct * p[0] / jnp.hypot(p[0], p[1]), (ct * p[1] / jnp.hypot(p[0], p[1]))[:, :1]),
     "flip": lambda p, ct: (ct,),  # not flipped back

@@ -17,13 +17,26 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxcalc.cases._base import Case, Input, Sampler, away_from_zero, normal, register, std_uniform, subkey, uniform
+from jaxcalc.cases._base import (
+    Case,
+    Input,
+    Sampler,
+    away_from_zero,
+    normal,
+    register,
+    std_uniform,
+    subkey,
+    uniform,
+)
 
 __all__ = ["unbroadcast", "lattice"]
 
 # golden: tiny, distinct; tiles: M past 32 and N past 64, neither a multiple of 32
-_SIZES = {"golden": {"B": 2, "M": 3, "N": 4}, "tiles": {"B": 3, "M": 33, "N": 65},
-          "large": {"B": 16, "M": 256, "N": 1024}}
+_SIZES = {
+    "golden": {"B": 2, "M": 3, "N": 4},
+    "tiles": {"B": 3, "M": 33, "N": 65},
+    "large": {"B": 16, "M": 256, "N": 1024},
+}
 _SHAPES = {"x": ("B", 1, "N"), "y": ("M", 1), "s": ()}
 _SETTINGS = {"shapes": "x (B, 1, N), y (M, 1), s (): leading, middle, trailing and scalar broadcasts"}
 
@@ -98,19 +111,38 @@ def _ones(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 _N = {"x": normal(), "y": normal(), "s": normal()}
-_binary_case("add", "(x + y) + s, broadcasting x (B,1,N), y (M,1), s () to (B,M,N)", jnp.add,
-             lambda a, b: (_ones(a, b), _ones(a, b)), _N)
-_binary_case("sub", "(x - y) - s, broadcasting x (B,1,N), y (M,1), s () to (B,M,N)", jnp.subtract,
-             lambda a, b: (_ones(a, b), -_ones(a, b)), _N)
-_binary_case("mul", "(x * y) * s, broadcasting x (B,1,N), y (M,1), s () to (B,M,N)", jnp.multiply,
-             lambda a, b: (b * _ones(a, b), a * _ones(a, b)), _N)
 _binary_case(
-    "div", "(x / y) / s, broadcasting x (B,1,N), y (M,1), s () to (B,M,N); y, s kept from 0", jnp.divide,
+    "add",
+    "(x + y) + s, broadcasting x (B,1,N), y (M,1), s () to (B,M,N)",
+    jnp.add,
+    lambda a, b: (_ones(a, b), _ones(a, b)),
+    _N,
+)
+_binary_case(
+    "sub",
+    "(x - y) - s, broadcasting x (B,1,N), y (M,1), s () to (B,M,N)",
+    jnp.subtract,
+    lambda a, b: (_ones(a, b), -_ones(a, b)),
+    _N,
+)
+_binary_case(
+    "mul",
+    "(x * y) * s, broadcasting x (B,1,N), y (M,1), s () to (B,M,N)",
+    jnp.multiply,
+    lambda a, b: (b * _ones(a, b), a * _ones(a, b)),
+    _N,
+)
+_binary_case(
+    "div",
+    "(x / y) / s, broadcasting x (B,1,N), y (M,1), s () to (B,M,N); y, s kept from 0",
+    jnp.divide,
     lambda a, b: (1.0 / b * _ones(a, b), -a / (b * b)),
     {"x": normal(), "y": away_from_zero(0.5, 2.0), "s": away_from_zero(0.5, 2.0)},
 )
 _binary_case(
-    "pow", "(x ** y) ** s, x in [0.5, 2) > 0, broadcasting x (B,1,N), y (M,1), s () to (B,M,N)", jnp.power,
+    "pow",
+    "(x ** y) ** s, x in [0.5, 2) > 0, broadcasting x (B,1,N), y (M,1), s () to (B,M,N)",
+    jnp.power,
     lambda a, b: (b * a ** (b - 1.0), jnp.log(a) * a**b),
     {"x": uniform(0.5, 2.0), "y": uniform(-1.5, 1.5), "s": uniform(0.5, 1.5)},
 )
@@ -128,10 +160,22 @@ def _pick(first: Callable[[jax.Array, jax.Array], jax.Array]):
     return partials
 
 
-_binary_case("maximum", "max(max(x, y), s) elementwise, broadcasting; inputs at least 0.125 apart",
-             jnp.maximum, _pick(lambda a, b: a > b), _LAT, ("kink",))
-_binary_case("minimum", "min(min(x, y), s) elementwise, broadcasting; inputs at least 0.125 apart",
-             jnp.minimum, _pick(lambda a, b: a < b), _LAT, ("kink",))
+_binary_case(
+    "maximum",
+    "max(max(x, y), s) elementwise, broadcasting; inputs at least 0.125 apart",
+    jnp.maximum,
+    _pick(lambda a, b: a > b),
+    _LAT,
+    ("kink",),
+)
+_binary_case(
+    "minimum",
+    "min(min(x, y), s) elementwise, broadcasting; inputs at least 0.125 apart",
+    jnp.minimum,
+    _pick(lambda a, b: a < b),
+    _LAT,
+    ("kink",),
+)
 
 
 # ----------------------------------------------------------------------------- where

@@ -20,8 +20,11 @@ __all__ = ["AXIS", "distinct", "signed_near_one"]
 AXIS = 1
 _SETTINGS = {"axis": AXIS, "keepdims": True}
 # tiles: a reduction over 2,049 entries (past 2,048), 8,196 elements in all
-_SIZES = {"golden": {"A": 2, "R": 5, "C": 3}, "tiles": {"A": 2, "R": 2049, "C": 2},
-          "large": {"A": 64, "R": 4096, "C": 32}}
+_SIZES = {
+    "golden": {"A": 2, "R": 5, "C": 3},
+    "tiles": {"A": 2, "R": 2049, "C": 2},
+    "large": {"A": 64, "R": 4096, "C": 32},
+}
 _X = ("A", "R", "C")
 
 
@@ -68,14 +71,22 @@ def _r(x: ArrayLike) -> int:
     return jnp.asarray(x).shape[AXIS]
 
 
-_case("sum_axis", "sum over axis 1 of x (A, R, C), keepdims -> (A, 1, C); VJP broadcasts ct back",
-      lambda x: jnp.sum(x, axis=AXIS, keepdims=True),
-      lambda p, ct: (jnp.broadcast_to(ct, jnp.shape(p[0])),),
-      lambda p, t: jnp.sum(t[0], axis=AXIS, keepdims=True), normal())
-_case("mean_axis", "mean over axis 1 of x (A, R, C), keepdims -> (A, 1, C); VJP ct / R broadcast",
-      lambda x: jnp.mean(x, axis=AXIS, keepdims=True),
-      lambda p, ct: (jnp.broadcast_to(ct / _r(p[0]), jnp.shape(p[0])),),
-      lambda p, t: jnp.mean(t[0], axis=AXIS, keepdims=True), normal())
+_case(
+    "sum_axis",
+    "sum over axis 1 of x (A, R, C), keepdims -> (A, 1, C); VJP broadcasts ct back",
+    lambda x: jnp.sum(x, axis=AXIS, keepdims=True),
+    lambda p, ct: (jnp.broadcast_to(ct, jnp.shape(p[0])),),
+    lambda p, t: jnp.sum(t[0], axis=AXIS, keepdims=True),
+    normal(),
+)
+_case(
+    "mean_axis",
+    "mean over axis 1 of x (A, R, C), keepdims -> (A, 1, C); VJP ct / R broadcast",
+    lambda x: jnp.mean(x, axis=AXIS, keepdims=True),
+    lambda p, ct: (jnp.broadcast_to(ct / _r(p[0]), jnp.shape(p[0])),),
+    lambda p, t: jnp.mean(t[0], axis=AXIS, keepdims=True),
+    normal(),
+)
 
 
 def _prod_vjp(p: tuple, ct: jax.Array) -> tuple:
@@ -84,10 +95,14 @@ def _prod_vjp(p: tuple, ct: jax.Array) -> tuple:
     return (ct * jnp.prod(x, axis=AXIS, keepdims=True) / x,)
 
 
-_case("prod_axis", "product over axis 1 of x (A, R, C), keepdims; entries +-[0.8, 1.25), far from 0",
-      lambda x: jnp.prod(x, axis=AXIS, keepdims=True), _prod_vjp,
-      lambda p, t: jnp.sum(jnp.prod(p[0], axis=AXIS, keepdims=True) / p[0] * t[0], axis=AXIS, keepdims=True),
-      signed_near_one())
+_case(
+    "prod_axis",
+    "product over axis 1 of x (A, R, C), keepdims; entries +-[0.8, 1.25), far from 0",
+    lambda x: jnp.prod(x, axis=AXIS, keepdims=True),
+    _prod_vjp,
+    lambda p, t: jnp.sum(jnp.prod(p[0], axis=AXIS, keepdims=True) / p[0] * t[0], axis=AXIS, keepdims=True),
+    signed_near_one(),
+)
 
 
 def _argext_mask(x: jax.Array, largest: bool) -> jax.Array:
@@ -117,11 +132,18 @@ def _var_vjp(p: tuple, ct: jax.Array) -> tuple:
     return (ct * 2.0 * (x - jnp.mean(x, axis=AXIS, keepdims=True)) / (_r(x) - 1),)
 
 
-_case("var_axis", "unbiased variance (torch.var, correction 1) over axis 1 of x (A, R, C), keepdims",
-      lambda x: jnp.var(x, axis=AXIS, keepdims=True, ddof=1), _var_vjp,
-      lambda p, t: jnp.sum(2.0 * (p[0] - jnp.mean(p[0], axis=AXIS, keepdims=True)) * t[0], axis=AXIS,
-                           keepdims=True) / (_r(p[0]) - 1),
-      normal(1.5, 0.5), settings={**_SETTINGS, "correction": 1})
+_case(
+    "var_axis",
+    "unbiased variance (torch.var, correction 1) over axis 1 of x (A, R, C), keepdims",
+    lambda x: jnp.var(x, axis=AXIS, keepdims=True, ddof=1),
+    _var_vjp,
+    lambda p, t: (
+        jnp.sum(2.0 * (p[0] - jnp.mean(p[0], axis=AXIS, keepdims=True)) * t[0], axis=AXIS, keepdims=True)
+        / (_r(p[0]) - 1)
+    ),
+    normal(1.5, 0.5),
+    settings={**_SETTINGS, "correction": 1},
+)
 
 
 def _rev_cumsum(ct: jax.Array) -> jax.Array:
@@ -129,6 +151,12 @@ def _rev_cumsum(ct: jax.Array) -> jax.Array:
     return jnp.flip(jnp.cumsum(jnp.flip(ct, AXIS), axis=AXIS), AXIS)
 
 
-_case("cumsum", "cumulative sum along axis 1 of x (A, R, C) -> (A, R, C); the VJP is the reversed cumsum",
-      lambda x: jnp.cumsum(x, axis=AXIS), lambda p, ct: (_rev_cumsum(ct),),
-      lambda p, t: jnp.cumsum(t[0], axis=AXIS), normal(), settings={"axis": AXIS})
+_case(
+    "cumsum",
+    "cumulative sum along axis 1 of x (A, R, C) -> (A, R, C); the VJP is the reversed cumsum",
+    lambda x: jnp.cumsum(x, axis=AXIS),
+    lambda p, ct: (_rev_cumsum(ct),),
+    lambda p, t: jnp.cumsum(t[0], axis=AXIS),
+    normal(),
+    settings={"axis": AXIS},
+)

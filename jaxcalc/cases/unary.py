@@ -55,29 +55,79 @@ def _clip_sampler(key: jax.Array, shape: tuple[int, ...], dims=None) -> np.ndarr
 
 # name: (f, f', sampler, description, regimes, extra tags)
 UNARY: dict[str, tuple[Callable, Callable, Sampler, str, dict, tuple]] = {
-    "abs": (jnp.abs, jnp.sign, away_from_zero(0.1, 2.0), "|x|, x at least 0.1 from the kink at 0", {}, ("kink",)),
-    "sqrt": (jnp.sqrt, lambda x: 0.5 / jnp.sqrt(x), uniform(0.5, 3.0), "sqrt(x), x in [0.5, 3)",
-             {"large": {"x": uniform(1e3, 1e6)}}, ()),
-    "rsqrt": (jax.lax.rsqrt, lambda x: -0.5 * jax.lax.rsqrt(x) / x, uniform(0.5, 3.0),
-              "1 / sqrt(x), x in [0.5, 3)", {"large": {"x": uniform(1e3, 1e6)}}, ()),
-    "exp": (jnp.exp, jnp.exp, normal(1.5), "exp(x)",
-            {"large": {"x": large_magnitude(30.0, 700.0)}, "tiny": {"x": tiny_magnitude()}}, ()),
-    "log": (jnp.log, lambda x: 1.0 / x, uniform(0.2, 4.0), "log(x), x in [0.2, 4)",
-            {"large": {"x": uniform(1e3, 1e30)}}, ()),
-    "log1p": (jnp.log1p, lambda x: 1.0 / (1.0 + x), uniform(-0.5, 3.0), "log(1 + x), x in [-0.5, 3)",
-              {"tiny": {"x": tiny_magnitude()}}, ()),
+    "abs": (
+        jnp.abs,
+        jnp.sign,
+        away_from_zero(0.1, 2.0),
+        "|x|, x at least 0.1 from the kink at 0",
+        {},
+        ("kink",),
+    ),
+    "sqrt": (
+        jnp.sqrt,
+        lambda x: 0.5 / jnp.sqrt(x),
+        uniform(0.5, 3.0),
+        "sqrt(x), x in [0.5, 3)",
+        {"large": {"x": uniform(1e3, 1e6)}},
+        (),
+    ),
+    "rsqrt": (
+        jax.lax.rsqrt,
+        lambda x: -0.5 * jax.lax.rsqrt(x) / x,
+        uniform(0.5, 3.0),
+        "1 / sqrt(x), x in [0.5, 3)",
+        {"large": {"x": uniform(1e3, 1e6)}},
+        (),
+    ),
+    "exp": (
+        jnp.exp,
+        jnp.exp,
+        normal(1.5),
+        "exp(x)",
+        {"large": {"x": large_magnitude(30.0, 700.0)}, "tiny": {"x": tiny_magnitude()}},
+        (),
+    ),
+    "log": (
+        jnp.log,
+        lambda x: 1.0 / x,
+        uniform(0.2, 4.0),
+        "log(x), x in [0.2, 4)",
+        {"large": {"x": uniform(1e3, 1e30)}},
+        (),
+    ),
+    "log1p": (
+        jnp.log1p,
+        lambda x: 1.0 / (1.0 + x),
+        uniform(-0.5, 3.0),
+        "log(1 + x), x in [-0.5, 3)",
+        {"tiny": {"x": tiny_magnitude()}},
+        (),
+    ),
     "expm1": (jnp.expm1, jnp.exp, normal(1.5), "exp(x) - 1", {"tiny": {"x": tiny_magnitude()}}, ()),
     "sin": (jnp.sin, jnp.cos, normal(2.0), "sin(x)", {}, ()),
     "cos": (jnp.cos, lambda x: -jnp.sin(x), normal(2.0), "cos(x)", {}, ()),
-    "reciprocal": (jnp.reciprocal, lambda x: -1.0 / (x * x), away_from_zero(0.5, 2.0),
-                   "1 / x, |x| in [0.5, 2)", {}, ()),
-    "clip": (clip, clip_grad, _clip_sampler, "clamp(x, -0.5, 0.75), x at least 0.1 from both bounds",
-             {}, ("kink",)),
+    "reciprocal": (
+        jnp.reciprocal,
+        lambda x: -1.0 / (x * x),
+        away_from_zero(0.5, 2.0),
+        "1 / x, |x| in [0.5, 2)",
+        {},
+        (),
+    ),
+    "clip": (
+        clip,
+        clip_grad,
+        _clip_sampler,
+        "clamp(x, -0.5, 0.75), x at least 0.1 from both bounds",
+        {},
+        ("kink",),
+    ),
 }
 
 
-def _unary_case(name: str, f: Callable, df: Callable, sampler: Sampler, description: str,
-                regimes: dict, tags: tuple) -> Case:
+def _unary_case(
+    name: str, f: Callable, df: Callable, sampler: Sampler, description: str, regimes: dict, tags: tuple
+) -> Case:
     """An elementwise case: VJP = ct f'(x), JVP = f'(x) t."""
     return register(
         Case(
