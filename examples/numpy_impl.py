@@ -28,7 +28,7 @@ __all__ = [
     "leaky_relu", "softplus", "silu", "gelu_tanh", "gelu_erf", "softmax", "log_softmax",
     "logsumexp", "softmax_cross_entropy", "mse", "kl_divergence", "layernorm", "rmsnorm",
     "linear", "embedding", "mlp", "attention", "causal_self_attention", "transformer_block",
-    "adam_step",
+    "adam_step", "padded_attention",
 ]  # fmt: skip
 
 Array = np.ndarray
@@ -380,6 +380,17 @@ def attention(inputs: Inputs, cotangent: Array) -> Result:
     """softmax(q k^T / sqrt 3) v: (4, 3), (6, 3), (6, 5) -> (4, 5)."""
     out, back = _attend(inputs["q"], inputs["k"], inputs["v"], causal=False)
     return out, dict(zip(("q", "k", "v"), back(cotangent), strict=True))
+
+
+def padded_attention(inputs: Inputs, cotangent: Array) -> Result:
+    """softmax over the keys a query may see (mask True), times v; a query seeing none gives zeros."""
+    q, k, v, mask = inputs["q"], inputs["k"], inputs["v"], inputs["mask"]
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    alive = mask.any(axis=-1, keepdims=True)
+    s = np.where(mask | ~alive, q @ k.T * scale, -np.inf)  # a dead row keeps every key, then is zeroed
+    p = np.where(alive, _softmax(s), 0.0)
+    ds = np.where(alive, _softmax_back(p, cotangent @ v.T), 0.0) * scale
+    return p @ v, {"q": ds @ k, "k": ds.T @ q, "v": p.T @ cotangent}
 
 
 def _self_attention(

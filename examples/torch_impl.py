@@ -25,7 +25,7 @@ __all__ = [
     "leaky_relu", "softplus", "silu", "gelu_tanh", "gelu_erf", "softmax", "log_softmax",
     "logsumexp", "softmax_cross_entropy", "mse", "kl_divergence", "layernorm", "rmsnorm",
     "linear", "embedding", "mlp", "attention", "causal_self_attention", "transformer_block",
-    "adam_step",
+    "adam_step", "padded_attention",
 ]  # fmt: skip
 
 Inputs = dict[str, np.ndarray]
@@ -33,22 +33,38 @@ Result = tuple[np.ndarray, dict[str, np.ndarray]]
 T = torch.Tensor
 
 
+def _tensor(a: np.ndarray) -> T:
+    """A NumPy array as a tensor; bfloat16 (an ml_dtypes array, which torch cannot read) goes
+    through float32, which holds every bfloat16 value exactly."""
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(np.array(a, copy=True))
+
+
+def _array(t: T) -> np.ndarray:
+    """A tensor as a NumPy array of the same dtype; bfloat16 comes back as float32 holding bfloat16
+    values (exactly representable, so jaxcalc accepts it as computed in bfloat16)."""
+    t = t.detach()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
 def _autograd(forward: Callable[..., T]) -> Callable[[Inputs, np.ndarray], Result]:
-    """Wrap ``forward(**tensors)`` as a case: float inputs get requires_grad, integers stay as they are."""
+    """Wrap ``forward(**tensors)`` as a case: float inputs get requires_grad, integers and masks stay
+    as they are. Computes in the dtype it receives (float64, float32, bfloat16 or float16)."""
 
     def case(inputs: Inputs, cotangent: np.ndarray) -> Result:
-        tensors = {k: torch.from_numpy(np.array(a, copy=True)) for k, a in inputs.items()}
+        tensors = {k: _tensor(a) for k, a in inputs.items()}
         floats = [k for k, t in tensors.items() if t.is_floating_point()]
         for k in floats:
             tensors[k].requires_grad_(True)
         out = forward(**tensors)
-        ct = torch.from_numpy(np.array(cotangent, copy=True)).to(out.dtype)
+        ct = _tensor(cotangent).to(out.dtype)
         grads = torch.autograd.grad(out, [tensors[k] for k in floats], grad_outputs=ct, allow_unused=True)
         vjp = {
-            k: (torch.zeros_like(tensors[k]) if g is None else g).numpy()
+            k: _array(torch.zeros_like(tensors[k]) if g is None else g)
             for k, g in zip(floats, grads, strict=True)
         }
-        return out.detach().numpy(), vjp
+        return _array(out), vjp
 
     case.__name__ = case.__qualname__ = forward.__name__
     case.__doc__ = forward.__doc__
@@ -245,6 +261,15 @@ def mlp(x: T, labels: T, W1: T, b1: T, W2: T, b2: T) -> T:
 def attention(q: T, k: T, v: T) -> T:
     """softmax(q k^T / sqrt d) v, by torch's scaled_dot_product_attention."""
     return F.scaled_dot_product_attention(q, k, v)
+
+
+@_autograd
+def padded_attention(q: T, k: T, v: T, mask: T) -> T:
+    """scaled_dot_product_attention with a boolean mask (True = visible); a query row that sees no
+    key would be NaN there, so its row attends to every key and is then zeroed."""
+    alive = mask.any(dim=-1, keepdim=True)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | ~alive)
+    return torch.where(alive, out, torch.zeros((), dtype=out.dtype))
 
 
 def _self_attention(x: T, Wq: T, Wk: T, Wv: T, Wo: T, heads: int = 2) -> T:

@@ -13,6 +13,7 @@ from jaxcalc.cases import REGISTRY, Case, Input, case_names, get_case
 from jaxcalc.chain import ChainRuleResult, chain_rule_check, chain_rule_product
 from jaxcalc.checks import CheckResult, Report, check_case, check_cases, check_function
 from jaxcalc.descent import Trajectory, classify_lr, descent, descent_step, descent_with_grad
+from jaxcalc.diagnose import Diagnosis, diagnose
 from jaxcalc.newton import minimize
 from jaxcalc.numerics import TOLERANCES, compare, reference_mode
 from jaxcalc.seed import (
@@ -35,6 +36,7 @@ __all__ = [
     "REGISTRY",
     "TOLERANCES",
     "Case",
+    "Diagnosis",
     "ChainRuleResult",
     "CheckResult",
     "Input",
@@ -56,6 +58,7 @@ __all__ = [
     "descent",
     "descent_step",
     "descent_with_grad",
+    "diagnose",
     "get_case",
     "init_mlp",
     "make_train_step",

@@ -7,17 +7,25 @@ Layout of a checkpoint file (a plain NumPy ``.npz``, loadable with ``allow_pickl
     "__meta__"       a 0-d unicode array holding a JSON object: ``format``, and whatever the
                      caller stores (model sizes, epoch, step, key, history, ...)
 
-Saving writes a temporary file in the target's directory, flushes and fsyncs it, then
-``os.replace``\\ s it over the target: a reader sees either the old file or the new one,
-never half of one, and a failed save leaves the old checkpoint untouched. Loading never
-unpickles; any unreadable, truncated or foreign file becomes one :class:`CheckpointError`.
+Saving writes a temporary file ``.tmp-<pid>-<random>-<name>`` in the target's directory,
+flushes and fsyncs it, then ``os.replace``\\ s it over the target: a reader sees either the
+old file or the new one, never half of one, and a failed save leaves the old checkpoint
+untouched. A save killed by SIGKILL leaves its temporary behind; the next save to the same
+target removes every temporary of that target whose writer process no longer exists (and
+those of older versions, which named none).
+Loading never unpickles and reads only regular files (never a FIFO or a device) of at most
+``MAX_BYTES`` (archive and unpacked members alike); any unreadable, truncated, oversized
+or foreign file becomes one :class:`CheckpointError`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import re
+import stat
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -28,6 +36,8 @@ import numpy as np
 
 __all__ = [
     "FORMAT",
+    "MAX_BYTES",
+    "read_file",
     "CheckpointError",
     "Checkpoint",
     "tree_arrays",
@@ -40,6 +50,7 @@ __all__ = [
 ]
 
 FORMAT = "jaxcalc-checkpoint/1"
+MAX_BYTES = 2**30  # a checkpoint file, and the sum of its unpacked members (train's limit: ~600 MB)
 _META = "__meta__"
 PyTree = Any
 
@@ -62,16 +73,55 @@ def tree_arrays(name: str, tree: PyTree) -> dict[str, np.ndarray]:
     return {name + jax.tree_util.keystr(path): np.array(leaf, copy=True) for path, leaf in leaves}
 
 
+def _temporary_pattern(path: str) -> re.Pattern[str]:
+    # mkstemp's random part is 8 characters of [a-z0-9_]; earlier versions named no pid
+    return re.compile(r"\.tmp-(?:(\d+)-)?[a-z0-9_]{8}-" + re.escape(os.path.basename(path)) + r"\Z")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2**22  # someone else's live process (or a pid no system hands out)
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[str]:
+    """Remove the temporaries that killed saves to ``path`` left beside it; returns their names.
+
+    A temporary is stale when the process named in it no longer exists (same host), or when
+    it names no process (the format of older versions).
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    pattern, removed = _temporary_pattern(path), []
+    with contextlib.suppress(OSError):
+        for name in os.listdir(directory):
+            match = pattern.match(name)
+            pid = int(match.group(1)) if match and match.group(1) else None
+            if match and (pid is None or (pid != os.getpid() and not _alive(pid))):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(directory, name))
+                    removed.append(name)
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then os.replace it over ``path``.
 
     A reader sees the old file or the new one, never half of one; if ``write`` raises, the
-    old file is untouched and the temporary file removed. The new file gets the usual
-    permissions (0o666 less the umask), not mkstemp's private 0o600.
+    old file is untouched and the temporary file removed. Temporaries of ``path`` left by
+    killed writers are removed first (:func:`remove_stale_temporaries`). The new file gets
+    the usual permissions (0o666 less the umask), not mkstemp's private 0o600.
     """
     path = os.fspath(path)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(
-        prefix=".tmp-", suffix="-" + os.path.basename(path), dir=os.path.dirname(os.path.abspath(path))
+        prefix=f".tmp-{os.getpid()}-",
+        suffix="-" + os.path.basename(path),
+        dir=os.path.dirname(os.path.abspath(path)),
     )
     try:
         with os.fdopen(fd, "wb") as f:
@@ -97,20 +147,55 @@ def save(path: str | os.PathLike, trees: dict[str, PyTree], meta: dict[str, Any]
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint written by :func:`save`; raises CheckpointError (one line) on any defect."""
+def read_file(path: str | os.PathLike, limit: int = MAX_BYTES) -> bytes:
+    """The bytes of the regular file ``path``; CheckpointError (one line) otherwise.
+
+    The type is checked before opening, so a FIFO or a device never blocks or streams forever.
+    """
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: np.array(npz[k]) for k in npz.files}
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise CheckpointError(f"checkpoint {path!r} is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise CheckpointError(f"checkpoint {path!r} is not a regular file")
+        if info.st_size > limit:
+            raise CheckpointError(f"checkpoint {path!r} holds {info.st_size:,} bytes, more than {limit:,}")
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path!r} does not exist") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"checkpoint {path!r} is a directory") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path!r}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise CheckpointError(f"checkpoint {path!r} holds more than {limit:,} bytes")
+    return data
+
+
+def load(path: str | os.PathLike, data: bytes | None = None) -> Checkpoint:
+    """Read a checkpoint written by :func:`save`; raises CheckpointError (one line) on any defect.
+
+    ``data``: the file's bytes, already read (by :func:`read_file`, perhaps in another
+    process); ``path`` then only names it in messages.
+    """
+    path = os.fspath(path)
+    if data is None:
+        data = read_file(path)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+        if unpacked > MAX_BYTES:
+            raise CheckpointError(
+                f"checkpoint {path!r} unpacks to {unpacked:,} bytes, more than {MAX_BYTES:,}"
+            )
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {k: np.array(npz[k]) for k in npz.files}
+    except CheckpointError:
+        raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "pickle" in reason:  # numpy reads a file that is not an npz archive as a pickle
-            reason = "not an npz archive (pickled data is never loaded)"
+        if isinstance(exc, zipfile.BadZipFile):
+            reason = "not an npz archive (pickled data is never loaded)" if data[:1] == b"\x80" else reason
         raise CheckpointError(f"cannot read checkpoint {path!r}: {reason}") from None
     raw = arrays.pop(_META, None)
     if raw is None or raw.shape != () or raw.dtype.kind != "U":
@@ -119,6 +204,8 @@ def load(path: str | os.PathLike) -> Checkpoint:
         meta = json.loads(str(raw))
     except json.JSONDecodeError:
         raise CheckpointError(f"checkpoint {path!r} has corrupt metadata") from None
+    except RecursionError:
+        raise CheckpointError(f"checkpoint {path!r} has metadata nested too deeply") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise CheckpointError(f"checkpoint {path!r} has format {found!r}, expected {FORMAT!r}")
@@ -175,15 +262,18 @@ def save_train_state(path: str | os.PathLike, state: Any, config: Any, history: 
     save(path, trees, meta)
 
 
-def load_train_state(path: str | os.PathLike, n_features: int, n_classes: int) -> tuple[Any, Any, list[dict]]:
+def load_train_state(
+    path: str | os.PathLike, n_features: int, n_classes: int, data: bytes | None = None
+) -> tuple[Any, Any, list[dict]]:
     """(TrainState, TrainConfig, history) from a checkpoint of :func:`save_train_state`.
 
-    Raises CheckpointError when the file is unreadable or does not fit data with
-    ``n_features`` inputs and ``n_classes`` classes.
+    ``data``: the file's bytes when already read (see :func:`load`). Raises CheckpointError
+    when the file is unreadable or does not fit data with ``n_features`` inputs and
+    ``n_classes`` classes.
     """
-    from jaxcalc.train import TrainConfig, TrainState, init_state, model_sizes
+    from jaxcalc.train import TrainConfig, TrainState, init_state, model_sizes, validate
 
-    ckpt = load(path)
+    ckpt = load(path, data)
     meta = ckpt.meta
     try:
         stored = meta["config"]
@@ -198,9 +288,10 @@ def load_train_state(path: str | os.PathLike, n_features: int, n_classes: int) -
         )
         epoch, step, sizes = int(meta["epoch"]), int(meta["step"]), [int(s) for s in meta["sizes"]]
         history, key_impl = list(meta["history"]), str(meta["key_impl"])
-        if min(sizes) < 1 or config.batch_size < 1 or not all(isinstance(r, dict) for r in history):
+        if min(sizes) < 1 or epoch < 0 or step < 0 or not all(isinstance(r, dict) for r in history):
             raise ValueError
-    except (KeyError, TypeError, ValueError):
+        validate(config, 10**9, n_features, n_classes)  # the batch size is checked against the data later
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise CheckpointError(f"checkpoint {ckpt.path!r} has incomplete or invalid metadata") from None
     want = list(model_sizes(config, n_features, n_classes))
     if sizes != want:

@@ -15,21 +15,16 @@ Several devices on one machine: the same code runs on N GPUs or TPU cores; on a 
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (set before JAX starts) makes
 eight host devices for testing.
 
-Several machines (multi-host, multi-controller): run the *same* command in every process
-and call ``jax.distributed.initialize()`` first, before anything touches a device::
-
-    import jax
-    jax.distributed.initialize(coordinator_address="10.0.0.1:1234",  # process 0's host:port
-                               num_processes=4, process_id=RANK)      # RANK = 0..3
-    # (on Cloud TPU, SLURM or Open MPI the three arguments are discovered automatically)
-    mesh = data_mesh(jax.device_count())   # every device of every host on the "data" axis
-
-After that ``jax.devices()`` lists the devices of all hosts, :func:`data_mesh` spans them,
-and the jitted step below is unchanged. Each process must then build its global arrays
-from what it holds: replicated values (params, a data set every host loads identically)
-with ``jax.device_put(value, replicated(mesh))``, and a batch read per host with
-``jax.make_array_from_process_local_data(batch_sharding(mesh, ndim), local_rows)``.
-Every process must pass the same seeds, so that all replicas start and stay identical.
+Several processes (multi-host, multi-controller): every process runs the *same* program
+and calls :func:`initialize` (``jax.distributed.initialize``) before anything touches a
+device. After that ``jax.devices()`` lists the devices of every process, :func:`data_mesh`
+spans them, and the jitted step is unchanged: XLA places the cross-process all-reduce (on
+CPUs through gloo's TCP collectives). Each process builds its part of a global array from
+what it holds: :func:`replicate` and :func:`shard_batch` call ``jax.make_array_from_callback``,
+which asks each process only for the slices its own devices hold, so a process loads its
+shard of every batch and nothing more. Every process must pass the same seeds and data,
+so that all replicas start and stay identical. ``jaxcalc train --coordinator HOST:PORT
+--num-processes N --process-id I`` runs this way (see :mod:`jaxcalc.cli.train`).
 """
 
 from __future__ import annotations
@@ -45,6 +40,8 @@ from jax.sharding import PartitionSpec as P
 
 __all__ = [
     "DATA_AXIS",
+    "DistributedError",
+    "initialize",
     "DeviceCountError",
     "data_mesh",
     "replicated",
@@ -60,6 +57,43 @@ DATA_AXIS = "data"
 
 class DeviceCountError(ValueError):
     """More devices were asked for than exist (or a count that cannot split the batch)."""
+
+
+class DistributedError(RuntimeError):
+    """A multi-process run cannot start or go on (a process died, the coordinator is gone)."""
+
+
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    timeout_s: int = 300,
+) -> tuple[int, int]:
+    """Join a multi-process JAX run; returns (process_id, num_processes).
+
+    With all three arguments None, ``jax.distributed.initialize`` detects them from the
+    environment (SLURM, Open MPI, Cloud TPU pods, Kubernetes). ``timeout_s`` bounds the wait
+    for every process to connect, the silence after which a process counts as dead, and the
+    wait for the others at the end. On CPUs the collectives between processes are gloo's.
+    Must run before anything touches a device. Note that a failure *inside* the runtime
+    (a dead peer detected by heartbeat, a coordinator that never answers) aborts the process
+    from C++; ``jaxcalc train`` therefore runs each process under a small supervisor that
+    turns such an ending into one line.
+    """
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # The preemption service catches SIGTERM (to announce a preemption at a sync point, which
+    # this loop has none of); without it SIGTERM ends a process, as it should.
+    jax.config.update("jax_enable_preemption_service", False)
+    timeout_s = int(timeout_s)
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        initialization_timeout=timeout_s,
+        heartbeat_timeout_seconds=timeout_s,
+        shutdown_timeout_seconds=timeout_s,
+    )
+    return jax.process_index(), jax.process_count()
 
 
 def data_mesh(n_devices: int, devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -97,25 +131,35 @@ def batch_sharding(mesh: Mesh, ndim: int, batch_axis: int = 0) -> NamedSharding:
     return NamedSharding(mesh, P(*spec))
 
 
+def _global(leaf: Any, sharding: NamedSharding) -> jax.Array:
+    """A global array with ``sharding`` built from ``leaf``, which every process holds whole.
+
+    Each process is asked only for the slices its own devices hold (it may span processes).
+    """
+    host = np.asarray(leaf)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-    """Place every leaf of ``tree`` on all devices of ``mesh``."""
-    return jax.device_put(tree, replicated(mesh))
+    """Place every leaf of ``tree`` (the same value in every process) on all devices of ``mesh``."""
+    return jax.tree_util.tree_map(lambda leaf: _global(leaf, replicated(mesh)), tree)
 
 
 def shard_batch(batch: PyTree, mesh: Mesh, batch_axis: int = 0) -> PyTree:
     """Split every leaf of ``batch`` over the "data" axis along ``batch_axis``.
 
-    Raises DeviceCountError when that axis does not divide evenly among the devices.
+    Every process passes the same batch and contributes only its devices' rows; to read
+    only those rows, call ``jax.make_array_from_callback`` with :func:`batch_sharding`
+    directly (as :func:`jaxcalc.train.train` does). Raises DeviceCountError when that axis
+    does not divide evenly among the devices.
     """
     n = mesh.shape[DATA_AXIS]
 
     def put(leaf: Any) -> jax.Array:
-        leaf = np.asarray(leaf) if not isinstance(leaf, jax.Array) else leaf
-        if leaf.shape[batch_axis] % n:
-            raise DeviceCountError(
-                f"a batch of {leaf.shape[batch_axis]} rows does not split over {n} devices"
-            )
-        return jax.device_put(leaf, batch_sharding(mesh, leaf.ndim, batch_axis))
+        shape = np.shape(leaf)
+        if shape[batch_axis] % n:
+            raise DeviceCountError(f"a batch of {shape[batch_axis]} rows does not split over {n} devices")
+        return _global(leaf, batch_sharding(mesh, len(shape), batch_axis))
 
     return jax.tree_util.tree_map(put, batch)
 
@@ -130,8 +174,7 @@ def make_parallel_step(
     ``loss_and_grad(params, batch) -> (mean loss, grads)`` is any backward pass (handwritten
     or autodiff). Params and optimizer state are replicated and donated; every leaf of the
     batch is split over "data" on its leading axis. The loss returned is at the incoming params.
-    Pass the returned params on and drop the old ones: :func:`replicate` may reuse an input
-    buffer on the first device, and donation then frees it.
+    Pass the returned params on and drop the old ones: donation frees their buffers.
     """
     rep = replicated(mesh)
 

@@ -1,8 +1,9 @@
-"""Figures as PNG: learning rates on x**2, Rosenbrock with descent and Newton paths, training curves.
+"""Figures as PNG or SVG: learning rates on x**2, Rosenbrock with descent and Newton paths, training curves.
 
 matplotlib is an optional extra (``pip install 'jaxcalc[plot]'``). Figures are drawn on
 matplotlib's Agg canvas directly, without pyplot, so no global backend or state is touched.
-Every figure is ``FIGSIZE`` inches at ``DPI``: ``PIXELS`` = (1200, 500) pixels.
+Every figure is ``FIGSIZE`` inches at ``DPI``: ``PIXELS`` = (1200, 500) pixels; :func:`save`
+writes it in the format its file name asks for (``FORMATS``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ __all__ = [
     "DPI",
     "PIXELS",
     "LEARNING_RATES",
+    "FORMATS",
     "new_figure",
-    "save_png",
+    "figure_format",
+    "save",
     "descent_figure",
     "contour_figure",
     "train_figure",
@@ -33,6 +36,7 @@ __all__ = [
 FIGSIZE = (12.0, 5.0)  # inches
 DPI = 100
 PIXELS = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))  # (width, height)
+FORMATS = ("png", "svg")  # by file extension; a name without one is a PNG
 LEARNING_RATES = (0.1, 0.3, 0.85, 1.0, 1.05)  # x shrinks by 0.8, 0.4, -0.7; flips sign; grows by -1.1
 
 
@@ -48,9 +52,24 @@ def new_figure() -> Any:
     return fig
 
 
-def save_png(fig: Any, path: str | os.PathLike) -> None:
-    """Write ``fig`` as a PNG of exactly PIXELS, atomically (temp file + os.replace)."""
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
+def figure_format(path: str | os.PathLike) -> str:
+    """ "png" or "svg" from the extension of ``path`` (none: "png"); ValueError for any other."""
+    ext = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if ext == "":
+        return "png"
+    if ext not in FORMATS:
+        raise ValueError(f"cannot write a .{ext[:20]} figure; name a .png or .svg file")
+    return ext
+
+
+def save(fig: Any, path: str | os.PathLike) -> str:
+    """Write ``fig`` atomically (temp file + os.replace) as PNG or SVG, by ``path``'s extension.
+
+    A PNG is exactly PIXELS; an SVG is FIGSIZE inches (its viewBox in points). Returns the format.
+    """
+    fmt = figure_format(path)
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=DPI))
+    return fmt
 
 
 def descent_figure(x0: float = 10.0, steps: int = 20, lrs: tuple[float, ...] = LEARNING_RATES) -> Any:
@@ -148,17 +167,23 @@ def train_figure(log: dict[str, Any]) -> Any:
         raise ValueError("the log has no 'history' of epochs (write one with 'jaxcalc train --json FILE')")
     try:
         epoch, series = _series(history, "epoch"), {k: _series(history, k) for k in keys[1:]}
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"every record of the log's history needs {', '.join(keys)}") from None
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise ValueError(f"every record of the log's history needs {', '.join(keys)} as numbers") from None
+    if not all(np.all(np.isfinite(v)) for v in (epoch, *series.values())):
+        raise ValueError("the log's history holds a value that is not a finite number")
     fig = new_figure()
     ax_l, ax_a = fig.subplots(1, 2)
     for split, color in (("train", "tab:blue"), ("test", "tab:orange")):
         ax_l.semilogy(epoch, series[f"{split}_loss"], color=color, label=f"{split} loss")
         ax_a.plot(epoch, 100 * series[f"{split}_accuracy"], color=color, label=f"{split} accuracy")
-    sizes = "-".join(str(s) for s in log.get("sizes", [])) or "MLP"
-    grad = log.get("config", {}).get("grad", "")
+    sizes, config = log.get("sizes"), log.get("config")
+    sizes = "-".join(str(s) for s in sizes if isinstance(s, int))[:80] if isinstance(sizes, list) else ""
+    grad = config.get("grad", "") if isinstance(config, dict) else ""
+    grad = grad[:40] if isinstance(grad, str) else ""
     ax_l.set(
-        xlabel="epoch", ylabel="mean cross-entropy", title=f"MLP {sizes} on digits, {grad} backprop".strip()
+        xlabel="epoch",
+        ylabel="mean cross-entropy",
+        title=" ".join(filter(None, ("MLP", sizes, "on digits,", grad, "backprop"))),
     )
     final = 100 * series["test_accuracy"][-1]
     ax_a.set(

@@ -42,6 +42,7 @@ tf_seq = 1024  # sequence length
 tf_batch = 8  # sequences per step
 tf_heads = 16  # attention heads
 tf_ff = 4096  # MLP width inside the block
+tf_block = 256  # query rows per attention block of the fast handwritten step (0: one block)
 gc_shape = "20,96,10,16"  # gradcheck problem: inputs, hidden, classes, batch (about 3K parameters)
 # -----------------------------------------------------------------------------
 apply(globals(), sys.argv[1:])
@@ -72,6 +73,7 @@ try:
         tf_batch=tf_batch,
         tf_heads=tf_heads,
         tf_ff=tf_ff,
+        tf_block=tf_block,
         gc_shape=ints(gc_shape),
     )
 except ValueError as exc:

@@ -38,6 +38,7 @@ TINY = BenchConfig(
     tf_batch=2,
     tf_heads=2,
     tf_ff=16,
+    tf_block=2,  # two query blocks: the causal skip is exercised
     gc_shape=(3, 4, 2, 4),
     gc_repeats=1,
     fma_chain_steps=1 << 10,
@@ -154,6 +155,10 @@ def test_cli_quick_json_report_has_machine_versions_units_and_correct_results(tm
     for row in seed["rows"]:
         if "error" in row["figures"]:  # every variant lands on x0 * 0.8^n
             assert row["figures"]["error"]["value"] < 1e-5, row
+    errors = {r["name"]: r["figures"].get("error") for r in seed["rows"]}
+    assert errors["20 steps: fused scan"] is not None and errors["20 steps: python"] is not None
+    assert errors["1000000 steps: fused scan"] is None  # x0 * 0.8^n underflows: no relative error
+    assert errors["1000000 steps: python"] is None
     assert all(isinstance(t["met"], bool) and t["op"] == ">=" for t in seed["targets"])
     assert seed["compile"] and all(c["unit"] == "s" and c["value"] > 0 for c in seed["compile"].values())
 
@@ -181,6 +186,36 @@ def test_unwritable_json_path_is_refused_before_running(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_verdicts_are_withheld_when_medians_have_too_few_repeats():
+    from jaxcalc.bench.report import (
+        MIN_VERDICT_REPEATS,
+        Row,
+        Target,
+        WorkloadResult,
+        figure,
+        withhold_thin_verdicts,
+    )
+
+    def result(repeats):
+        t = Timing(median=1.0, q1=1.0, q3=1.0, min=1.0, max=1.0, repeats=repeats, number=1)
+        rows = [Row("a", {"time": figure(t, "s")}), Row("ref", {"throughput": figure(2.0, "GFLOP/s")})]
+        return WorkloadResult("w", "t", {}, rows, {}, [Target("a vs b", 0.5, ">=", 10.0, "x")], [])
+
+    thin = withhold_thin_verdicts(result(1)).targets[0]
+    assert thin.met is None and thin.to_dict()["met"] is None
+    assert "not enough repeats for a verdict" in thin.line() and "NOT met" not in thin.line()
+    enough = withhold_thin_verdicts(result(MIN_VERDICT_REPEATS)).targets[0]
+    assert enough.met is False and enough.line().endswith("NOT met")
+
+
+def test_normal_steps_is_where_the_closed_form_leaves_the_normal_range():
+    from jaxcalc.bench.descent import X0, normal_steps
+
+    for dtype in ("float32", "float64", "bfloat16"):
+        n, tiny = normal_steps(dtype), float(jnp.finfo(dtype).tiny)
+        assert X0 * 0.8**n >= tiny > X0 * 0.8 ** (n + 1)
+
+
 def test_figure_json_never_holds_nan():
     assert Figure(math.inf, "x").to_dict() == {"value": None, "unit": "x"}
     json.dumps(Figure(math.nan, "ms").to_dict(), allow_nan=False)
@@ -201,14 +236,38 @@ def test_train_steps_agree_with_jax_grad_and_torch():
         result = workload(TINY.replace(use_torch=use_torch), LIMITS)
         rows = _by_name(result)
         expected = {"handwritten", "jax.grad"} | ({"pytorch eager"} if use_torch else set())
+        if workload is transformer_step:
+            expected.add("handwritten, catalogue VJP")
         assert expected <= set(rows)
         for name in expected:
             # same starting weights and batch: same loss, same first SGD update as jax.grad
             assert rows[name]["loss error"].value < 1e-5, (result.name, name)
             assert rows[name]["update error"].value < 1e-4, (result.name, name)
             assert rows[name]["throughput"].unit == "GFLOP/s" and rows[name]["vs GEMM"].unit == "fraction"
-        assert set(result.compile) == {"handwritten", "jax.grad"}
+        assert {"handwritten", "jax.grad"} <= set(result.compile) <= expected
         assert len(result.targets) == (3 if use_torch else 2)
+
+
+@pytest.mark.parametrize("seq,block", [(5, 0), (5, 2), (6, 3)])
+def test_fast_block_gradients_are_jax_grads_of_the_catalogue_block(seq, block):
+    from jaxcalc.bench.fast_block import attention_blocks, loss_and_grads
+    from jaxcalc.bench.training import _transformer_params
+    from jaxcalc.cases.transformer import transformer_block
+
+    assert attention_blocks(5, 2) == [(0, 2), (2, 4), (4, 5)] and attention_blocks(5, 0) == [(0, 5)]
+    with jax.enable_x64(True):
+        params = tuple(p.astype(jnp.float64) for p in _transformer_params(8, 16, "float32"))
+        x = jax.random.normal(jax.random.key(0), (2, seq, 8), jnp.float64)
+        y = jax.random.normal(jax.random.key(1), (2, seq, 8), jnp.float64)
+
+        def loss(params):
+            return 0.5 * jnp.mean((transformer_block(x, *params, n_heads=2) - y) ** 2)
+
+        ref_loss, ref = jax.value_and_grad(loss)(params)
+        got_loss, got = jax.jit(lambda p: loss_and_grads(p, x, y, 2, block))(params)
+    assert float(got_loss) == pytest.approx(float(ref_loss), rel=1e-12)
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-12)
 
 
 def test_gradcheck_problem_is_the_same_function_on_both_sides_with_its_true_gradient():

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import struct
 import sys
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
@@ -103,16 +106,26 @@ BAD_LOGS = {
     "not_json": "{epoch: 1",
     "no_history": json.dumps({"test_accuracy": 0.9}),
     "bad_record": json.dumps({"history": [{"epoch": 1, "train_loss": 0.1}]}),
+    "deep_nesting": "[" * 100_000 + "]" * 100_000,
+    "huge_number": json.dumps({"history": [{**_log()["history"][0], "train_loss": 10**400}]}),
+    "nan_loss": json.dumps({"history": [{**_log()["history"][0], "test_loss": float("nan")}]}),
+    "fifo": "FIFO",
 }
 
 
 @pytest.mark.parametrize("kind", list(BAD_LOGS), ids=list(BAD_LOGS))
 def test_bad_log_is_one_line(kind, tmp_path, capsys):
     log = tmp_path / "log.json"
-    if BAD_LOGS[kind] is not None:
+    if BAD_LOGS[kind] == "FIFO":
+        os.mkfifo(log)  # opening it to read would block forever
+    elif BAD_LOGS[kind] is not None:
         log.write_text(BAD_LOGS[kind])
     out = tmp_path / "train.png"
-    assert main(["plot", "train", "--log", str(log), "--out", str(out)]) == 2
+    signal.alarm(60)  # fail rather than hang
+    try:
+        assert main(["plot", "train", "--log", str(log), "--out", str(out)]) == 2
+    finally:
+        signal.alarm(0)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "log" in err and "Traceback" not in err
     assert not out.exists()
@@ -132,3 +145,38 @@ def test_missing_matplotlib_names_the_extra(monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'jaxcalc[plot]'" in err
     assert not (tmp_path / "d.png").exists()
+
+
+def test_svg_out_is_svg(tmp_path, capsys):
+    out = tmp_path / "descent.svg"
+    assert main(["plot", "descent", "--out", str(out)]) == 0
+    root = ET.parse(out).getroot()  # well-formed XML ...
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"  # ... whose root is an SVG element
+    assert root.get("width") == "864pt" and root.get("height") == "360pt"  # FIGSIZE 12 x 5 in
+    assert len(root.findall(".//{http://www.w3.org/2000/svg}path")) > 20  # lines are drawn
+    assert not out.read_bytes().startswith(b"\x89PNG")
+    assert f"wrote {out} (SVG" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["fig.jpg", "fig.pdf", "fig.PNG.txt"])
+def test_other_formats_are_refused(name, tmp_path, capsys):
+    assert main(["plot", "descent", "--out", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "name a .png or .svg file" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_may_not_overwrite_the_log(tmp_path, capsys):
+    log = tmp_path / "log.png"  # a log under a figure's name: the collision is by file, not by name
+    log.write_text(json.dumps(_log()))
+    before = log.read_bytes()
+    assert main(["plot", "train", "--log", str(log), "--out", str(log)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "would overwrite the --log it reads" in err
+    assert log.read_bytes() == before
+
+
+def test_log_with_fields_of_the_wrong_type_still_plots(tmp_path, capsys):
+    log = {**_log(), "config": "x", "sizes": 7}
+    fig = plot.train_figure(log)
+    assert fig.axes[0].get_title() == "MLP on digits, backprop"

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import pty
 import re
+import signal
+import struct
+import subprocess
 import sys
+import termios
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -141,12 +149,15 @@ def _run(argv, capsys):
 
 
 def test_cli_trains_logs_and_resumes(tmp_path, capsys):
-    log, ckpt = tmp_path / "log.json", tmp_path / "run.npz"
-    code, out, _ = _run(["train", "--epochs", "2", *SMALL_ARGS, "--json", str(log)], capsys)
+    log, ckpt, ckpt2 = tmp_path / "log.json", tmp_path / "run.npz", tmp_path / "two.npz"
+    argv = ["train", "--epochs", "2", *SMALL_ARGS, "--json", str(log), "--checkpoint", str(ckpt2)]
+    code, out, err = _run(argv, capsys)
     assert code == 0
     assert re.fullmatch(r"test accuracy: \d+\.\d%", out.strip().splitlines()[-1])
+    assert "\r" not in out + err and "\x1b" not in out + err  # no progress bar off a terminal
     full = json.loads(log.read_text())
     assert [r["epoch"] for r in full["history"]] == [1, 2]
+    assert checkpoint.load(ckpt2).meta["history"] == full["history"]  # every epoch of the run is kept
     assert out.strip().endswith(f"test accuracy: {100 * full['test_accuracy']:.1f}%")
 
     assert _run(["train", "--epochs", "1", *SMALL_ARGS, "--checkpoint", str(ckpt)], capsys)[0] == 0
@@ -207,3 +218,193 @@ def test_default_run_reaches_97_percent(digits):
     state, logs = train(TrainConfig(), digits)
     assert logs[-1]["test_accuracy"] >= 0.97
     assert logs[-1]["train_loss"] < logs[0]["train_loss"] / 10
+
+
+# ----------------------------------------------------------------------------- hostile input (issue 12)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def _deadline(seconds: int):
+    """Fail, instead of hanging, when the block runs longer than ``seconds``."""
+
+    def expired(signum, frame):
+        raise AssertionError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_outputs_colliding_with_inputs_are_refused(tmp_path, cli):
+    x = tmp_path / "x"
+    code, _, err = cli("train", "--epochs", "1", "--checkpoint", x, "--json", x)
+    assert code == 2 and "--checkpoint and --json name the same file" in _one_line(err)
+    assert not x.exists()
+    ck = tmp_path / "run.npz"
+    checkpoint.save_train_state(ck, init_state(SMALL, 64, 10), SMALL, [])
+    before = ck.read_bytes()
+    (tmp_path / "alias.npz").symlink_to(ck)
+    for log in (ck, tmp_path / "alias.npz"):
+        code, _, err = cli("train", "--epochs", "1", "--resume", ck, "--json", log)
+        assert code == 2 and "would overwrite the checkpoint --resume reads" in _one_line(err)
+    assert ck.read_bytes() == before
+
+
+def test_a_killed_save_leaves_a_temporary_the_next_save_removes(tmp_path):
+    target = tmp_path / "ck.npz"
+    script = (
+        "import sys, time\n"
+        "from jaxcalc.checkpoint import atomic_write\n"
+        "def write(f):\n"
+        "    f.write(b'half'); f.flush(); print('writing', flush=True); time.sleep(120)\n"
+        "atomic_write(sys.argv[1], write)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        with _deadline(60):
+            assert proc.stdout.readline().strip() == "writing"
+        proc.kill()  # SIGKILL: no cleanup runs
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and re.fullmatch(r"\.tmp-\d+-\w{8}-ck\.npz", left[0]), left
+    live = tmp_path / f".tmp-{os.getppid()}-abcdefgh-ck.npz"  # a writer that is still alive is left alone
+    live.write_bytes(b"in progress")
+    (tmp_path / ".tmp-k3j_x9a2-ck.npz").write_bytes(b"old")  # an older version's, which names no writer
+    (tmp_path / ".tmp-k3j_x9a2-other.npz").write_bytes(b"another target's")
+    checkpoint.save_train_state(target, init_state(SMALL, 64, 10), SMALL, [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["ck.npz", live.name, ".tmp-k3j_x9a2-other.npz"]
+    )
+    assert checkpoint.load(target).meta["epoch"] == 0
+
+
+def test_resume_from_a_fifo_is_refused(tmp_path, cli):
+    fifo = tmp_path / "run.npz"
+    os.mkfifo(fifo)
+    with _deadline(60):
+        code, _, err = cli("train", "--epochs", "1", "--resume", fifo)
+    assert code == 2 and "is not a regular file" in _one_line(err)
+
+
+def test_deeply_nested_metadata_is_one_line(tmp_path, cli):
+    path = tmp_path / "deep.npz"
+    np.savez(path, __meta__=np.array("[" * 100_000 + "]" * 100_000))
+    with pytest.raises(checkpoint.CheckpointError, match="nested too deeply"):
+        checkpoint.load(path)
+    code, _, err = cli("train", "--epochs", "1", "--resume", path)
+    assert code == 2 and "nested too deeply" in _one_line(err)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seed", str(2**70)], "argument --seed: must lie in [0, 2147483647]"),
+        (["--seed", "-1"], "argument --seed: must lie in"),
+        (["--hidden", str(2**40)], "argument --hidden: every width must lie in [1, 65536]"),
+        (["--hidden", "65536,65536"], "--hidden 65536,65536: a 64-65536-65536-10 MLP has"),
+        (["--hidden", ",".join(["8"] * 17)], "argument --hidden: at most 16 hidden layers"),
+        (["--batch-size", "100000"], "--batch-size 100000 exceeds the 1438 training examples"),
+        (["--batch-size", "0"], "argument --batch-size: must lie in"),
+        (["--epochs", "0"], "argument --epochs: must lie in [1, 1000000]"),
+        (["--epochs", "1e3"], "argument --epochs: expected an integer"),
+        (["--lr", "inf"], "argument --lr: must lie in (0, 10]"),
+        (["--lr", "-1"], "argument --lr: must lie in"),
+        (["--devices", "0"], "argument --devices: must lie in [1, 4096]"),
+        (["--dist-timeout", "1e10"], "argument --dist-timeout: expected an integer"),
+        (
+            ["--num-processes", str(2**40), "--process-id", "0", "--coordinator", "h:1"],
+            "--num-processes: must",
+        ),
+    ],
+)
+def test_numeric_options_are_bounded(argv, message, cli):
+    with _deadline(120):
+        code, _, err = cli("train", "--epochs", "1", *argv) if "--epochs" not in argv else cli("train", *argv)
+    assert code == 2 and message in _one_line(err)
+
+
+def test_resume_with_no_epochs_left_says_so(tmp_path, cli):
+    path = tmp_path / "run.npz"
+    state = init_state(SMALL, 64, 10)._replace(epoch=60, step=60 * 22)
+    checkpoint.save_train_state(path, state, SMALL._replace(epochs=60), [])
+    code, _, err = cli("train", "--resume", path, "--epochs", "50")
+    line = _one_line(err)
+    assert code == 2 and "--epochs 50: the checkpoint" in line and "already holds 60 epochs" in line
+    state = state._replace(epoch=100, step=100 * 22)
+    checkpoint.save_train_state(path, state, SMALL._replace(epochs=100), [])
+    code, _, err = cli("train", "--resume", path)  # the default --epochs is 100
+    assert code == 2 and "already holds 100 epochs" in _one_line(err)
+
+
+def test_help_shows_single_percent_signs(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "97.5%" in out and "%%" not in out
+    assert "--coordinator HOST:PORT" in out and "--num-processes N" in out and "--process-id I" in out
+
+
+def test_progress_bar_on_a_terminal_keeps_log_lines_clean(tmp_path):
+    """On a terminal stderr tqdm draws the bar; stdout (a pipe) gets only whole log lines."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "jaxcalc", "train", "--epochs", "3", *SMALL_ARGS],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            timeout=120,
+        )
+        os.close(slave)
+        slave = None
+        chunks = []
+        with contextlib.suppress(OSError):  # EIO once the terminal's writer is gone
+            while data := os.read(master, 65536):
+                chunks.append(data)
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+    bar = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    assert "step" in bar and "\r" in bar and "epoch 3/3" in bar  # tqdm's bar, updated per epoch
+    lines = proc.stdout.splitlines()
+    assert all("\r" not in ln and "\x1b" not in ln for ln in lines)
+    assert [ln.split()[1] for ln in lines if ln.startswith("epoch")] == ["1", "2", "3"]
+    assert re.fullmatch(r"test accuracy: \d+\.\d%", lines[-1])
+
+
+def test_checkpoint_cap_is_on_the_total_unpacked_size(tmp_path, monkeypatch, cli):
+    path = tmp_path / "bomb.npz"
+    members = {f"m{i}": np.zeros(50_000, np.float32) for i in range(8)}  # 8 x 200 kB, compressing to little
+    np.savez_compressed(path, **members)
+    assert path.stat().st_size < 100_000
+    monkeypatch.setattr(checkpoint, "MAX_BYTES", 1_000_000)  # each member fits, their sum does not
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"unpacks to 1,60\d,\d{3} bytes, more than 1,000,000"
+    ):
+        checkpoint.load(path)
+    code, _, err = cli("train", "--epochs", "1", "--resume", path)
+    assert code == 2 and "unpacks to" in _one_line(err)

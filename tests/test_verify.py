@@ -144,7 +144,7 @@ def test_correct_passes_and_a_planted_bug_fails_at_its_element(
     assert out.splitlines()[-1] == "3 passed, 1 failed, 0 skipped"
     data = json.loads(report.read_text())
     assert data["summary"] == "3 passed, 1 failed, 0 skipped" and data["dtype"] == "float64"
-    bad = [c for c in data["cases"] if c["verdict"] == "FAIL"]
+    bad = [c for c in data["instances"] if c["verdict"] == "FAIL"]
     assert [c["case"] for c in bad] == ["softmax_cross_entropy"]
     q = {x["name"]: x for x in bad[0]["quantities"]}
     assert q["value"]["passed"] and not q["vjp logits"]["passed"]
@@ -205,7 +205,7 @@ def test_unsupported_is_skipped_and_json_to_stdout(golden: Path, echo: Callable,
     assert rc == 0
     report = json.loads(out)
     assert report["summary"] == "3 passed, 0 failed, 1 skipped" and report["skipped"] == 1
-    assert [c["verdict"] for c in report["cases"]] == ["pass", "skip", "pass", "pass"]
+    assert [c["verdict"] for c in report["instances"]] == ["pass", "skip", "pass", "pass"]
 
 
 def test_a_stall_is_killed_and_the_program_restarted(golden: Path, echo: Callable, cli: Run) -> None:
@@ -240,7 +240,7 @@ def test_command_never_goes_through_a_shell(golden: Path, tmp_path: Path, cli: R
         (["--impl", "x; rm"], "not a module name or a path to a .py file"),
         (["--cmd", "true", "--timeout", "-1"], "must be a positive number of seconds"),
         (["--cmd", "true", "--impl", "m"], "not allowed with argument"),
-        (["--cmd", "true", "--cases", "softmx"], "case 'softmx' is not in the golden set"),
+        (["--cmd", "true", "--cases", "softmx"], "'softmx' is neither a case nor an instance of this golden set; did you mean softmax?"),
     ],
     ids=["no-program", "bad-quotes", "empty", "no-file", "no-module", "bad-name", "timeout", "both", "case"],
 )
@@ -315,7 +315,7 @@ def _tamper(golden: Path, tmp_path: Path, rel: str, data: bytes, *, rehash: bool
     (copy / rel).write_bytes(data)
     if rehash:
         manifest = json.loads((copy / "manifest.json").read_text())
-        for entry in manifest["cases"]:
+        for entry in manifest["instances"]:
             for f in entry["files"].values():
                 if f["path"] == rel:
                     f["sha256"] = sha256_file(copy / rel)
@@ -353,7 +353,7 @@ def test_bad_golden_sets_are_refused(golden: Path, tmp_path: Path, echo: Callabl
     doc = json.loads((golden / "cases/square.json").read_text())
     doc["outputs"]["value"] = [1.0]
     manifest = json.loads((golden / "manifest.json").read_text())
-    manifest["cases"][0]["files"]["json"]["path"] = "../outside.json"
+    manifest["instances"][0]["files"]["json"]["path"] = "../outside.json"
     cases = [
         (lambda: tmp_path / "nowhere", "does not exist"),
         (lambda: _tamper(golden, tmp_path, "cases/softmax.json", bytes(flipped), rehash=False), "sha256"),

@@ -434,8 +434,12 @@ for (const name of Object.keys(ACTIVATIONS)) {
 
 // ---------------------------------------------------------------------------- protocol
 
-const decode = (a) => ({ shape: a.shape, data: Float64Array.from(a.data), dtype: a.dtype });
-const encode = (t) => ({ dtype: "float64", shape: t.shape, data: Array.from(t.data) });
+// Non-finite floats travel as the strings "inf", "-inf" and "nan" (JSON has no literal for them).
+const NONFINITE = { inf: Infinity, "-inf": -Infinity, nan: NaN };
+const fromJson = (v) => (typeof v === "string" ? NONFINITE[v] : Number(v));
+const toJson = (x) => (Number.isFinite(x) ? x : Number.isNaN(x) ? "nan" : x > 0 ? "inf" : "-inf");
+const decode = (a) => ({ shape: a.shape, data: Float64Array.from(a.data, fromJson), dtype: a.dtype });
+const encode = (t) => ({ dtype: "float64", shape: t.shape, data: Array.from(t.data, toJson) });
 
 function handle(line) {
   let request;

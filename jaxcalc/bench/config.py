@@ -44,6 +44,7 @@ class BenchConfig:
     tf_batch: int = 8
     tf_heads: int = 4
     tf_ff: int = 1024  # hidden width of the block's MLP (4 d)
+    tf_block: int = 64  # query rows per attention block of the fast step (0: the whole sequence)
     # gradcheck: a tanh MLP loss (inputs, hidden, classes, batch); params = h (n_in + 1) + k (h + 1)
     gc_shape: tuple[int, int, int, int] = (20, 96, 10, 16)
     gc_repeats: int = 3
@@ -67,6 +68,8 @@ class BenchConfig:
                     raise ValueError(f"batched size {n} is not a multiple of chunk {c}")
         if self.tf_d % self.tf_heads:
             raise ValueError(f"tf_d={self.tf_d} is not a multiple of tf_heads={self.tf_heads}")
+        if self.tf_block < 0:
+            raise ValueError(f"tf_block must be >= 0 (0: one block), not {self.tf_block}")
 
 
 FULL = BenchConfig()
@@ -87,7 +90,7 @@ QUICK = BenchConfig(
     tf_heads=4,
     tf_ff=256,
     gc_shape=(8, 24, 4, 8),
-    gc_repeats=1,
+    gc_repeats=3,  # the first check of a function compiles; the median of 3 is a steady-state call
     fma_chain_steps=1 << 18,
     fma_peak_shapes=((8192, 4), (16384, 8)),
     fma_peak_work=1 << 23,

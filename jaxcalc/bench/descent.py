@@ -59,6 +59,16 @@ def _error(value: object, ref: float) -> float:
     return compare(np.asarray(value, np.float64), np.float64(ref)).error
 
 
+def normal_steps(dtype: str | np.dtype) -> int:
+    """The most steps after which x0 * 0.8^n is still a normal number of ``dtype``.
+
+    Past it the iterate is subnormal and then 0 (the true value underflows), so a relative error
+    against the closed form measures the underflow, not the descent.
+    """
+    tiny = float(jnp.finfo(jnp.dtype(dtype)).tiny)
+    return int(np.floor(np.log(tiny / X0) / np.log(1 - 2 * LR)))
+
+
 def seed_descent(cfg: BenchConfig, limits: dict[str, float]) -> WorkloadResult:
     """ns per step of the seed's descent, four ways, against one dependent FMA's latency.
 
@@ -108,7 +118,8 @@ def seed_descent(cfg: BenchConfig, limits: dict[str, float]) -> WorkloadResult:
                 "vs FMA latency": figure(t.median / bound, "x bound"),
                 "timed steps": figure(steps[name], "steps"),
             }
-            if name != bound_name:
+            computed_in = "float64" if name == "python" else cfg.dtype
+            if name != bound_name and steps[name] <= normal_steps(computed_in):
                 out = calls[name]()
                 value = out.params[-1] if isinstance(out, Trajectory) else out
                 fig["error"] = figure(_error(value, _closed_form(steps[name])), "rel")
@@ -135,7 +146,10 @@ def seed_descent(cfg: BenchConfig, limits: dict[str, float]) -> WorkloadResult:
             "bound: the measured latency of one multiply-add in a dependent chain x <- a x + b "
             f"({chain_len} FMAs, {_BLOCK_NOTE}); a step cannot start before the previous x exists",
             "pure Python and the per-step jit are timed over 'timed steps' and reported per step",
-            "error: relative to the closed form x0 * 0.8^n (float64) at the steps actually run",
+            "error: relative to the closed form x0 * 0.8^n (float64) at the steps actually run; "
+            f"left out ('-') where that reference underflows the dtype computed in: x0 * 0.8^n is "
+            f"below the smallest normal {cfg.dtype} after {normal_steps(cfg.dtype)} steps and the "
+            f"smallest normal float64 (pure Python) after {normal_steps('float64')} steps",
         ],
     )
 

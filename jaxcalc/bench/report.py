@@ -12,9 +12,23 @@ from typing import Any, NamedTuple
 
 from jaxcalc.bench.harness import Timing
 
-__all__ = ["Figure", "Row", "Target", "WorkloadResult", "BenchReport", "figure", "format_report"]
+__all__ = [
+    "MIN_VERDICT_REPEATS",
+    "Figure",
+    "Row",
+    "Target",
+    "WorkloadResult",
+    "BenchReport",
+    "figure",
+    "format_report",
+    "withhold_thin_verdicts",
+]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a target's "met" is null when its figures had too few repeats
+
+# A target's verdict needs medians over at least this many samples: with one or two, a median
+# is (or averages in) the first timed call, which for an uncached check includes its compile.
+MIN_VERDICT_REPEATS = 3
 
 
 class Figure(NamedTuple):
@@ -71,9 +85,13 @@ class Target(NamedTuple):
     threshold: float
     unit: str
     note: str = ""
+    withheld: str = ""  # why no verdict is given (too few repeats); empty when the figure supports one
 
     @property
-    def met(self) -> bool:
+    def met(self) -> bool | None:
+        """Whether the goal is met; None when the verdict is withheld."""
+        if self.withheld:
+            return None
         if not math.isfinite(self.value):
             return False
         return self.value >= self.threshold if self.op == ">=" else self.value <= self.threshold
@@ -85,7 +103,10 @@ class Target(NamedTuple):
         return d
 
     def line(self) -> str:
-        verdict = "met" if self.met else "NOT met"
+        if self.withheld:
+            verdict = f"not enough repeats for a verdict ({self.withheld})"
+        else:
+            verdict = "met" if self.met else "NOT met"
         note = f"  ({self.note})" if self.note else ""
         goal = f"{_fmt(self.value)} {self.unit} {self.op} {_fmt(self.threshold)}"
         return f"  target {self.name}: {goal}: {verdict}{note}"
@@ -111,6 +132,17 @@ class WorkloadResult(NamedTuple):
             "targets": [t.to_dict() for t in self.targets],
             "notes": list(self.notes),
         }
+
+
+def withhold_thin_verdicts(result: WorkloadResult) -> WorkloadResult:
+    """``result`` with every target's verdict withheld when any of its timings has fewer than
+    :data:`MIN_VERDICT_REPEATS` samples (the targets are ratios of those timings' medians)."""
+    spreads = [f.spread for r in result.rows for f in r.figures.values() if f.spread]
+    counts = [int(s["repeats"]) for s in spreads if "repeats" in s]
+    if not counts or min(counts) >= MIN_VERDICT_REPEATS:
+        return result
+    why = f"medians of {min(counts)} sample(s); a verdict needs {MIN_VERDICT_REPEATS}"
+    return result._replace(targets=[t._replace(withheld=why) for t in result.targets])
 
 
 class BenchReport(NamedTuple):

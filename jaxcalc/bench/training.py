@@ -1,8 +1,9 @@
 """Train-step benchmarks: handwritten backward vs jax.grad vs PyTorch eager, side by side.
 
 mlp_step          784-512-512-10 relu MLP, batch 1024, cross-entropy, SGD (jaxcalc.backprop)
-transformer_step  pre-norm block d=256, T=128, batch 8, 4 heads, L = 0.5 mean((out - y)^2), SGD
-                  (jaxcalc.cases.transformer)
+transformer_step  pre-norm block d=256, T=128, batch 8, 4 heads, L = 0.5 mean((out - y)^2), SGD:
+                  the fast handwritten step (jaxcalc.bench.fast_block), the catalogue's VJP
+                  (jaxcalc.cases.transformer) and jax.grad
 
 Throughput counts the matmul FLOPs of forward + backward (3 x the forward's) and is compared
 with a float32 GEMM of comparable size timed in the same process. Every variant starts from
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcalc.bench.config import BenchConfig
+from jaxcalc.bench.fast_block import attention_blocks, loss_and_grads
 from jaxcalc.bench.harness import compile_jitted, time_calls
 from jaxcalc.bench.limits import gemm_call
 from jaxcalc.bench.report import Row, Target, WorkloadResult, figure
@@ -170,22 +172,30 @@ def mlp_step(cfg: BenchConfig, limits: dict[str, float]) -> WorkloadResult:
     )
 
 
-def _transformer_train_step(n_heads: int, lr: float, grad: str) -> Any:
-    """Jitted ``(params, (x, y)) -> (params, loss)`` with L = 0.5 mean((block(x) - y)^2); params donated."""
+def _transformer_train_step(n_heads: int, lr: float, grad: str, block: int = 0) -> Any:
+    """Jitted ``(params, (x, y)) -> (params, loss)`` with L = 0.5 mean((block(x) - y)^2); params donated.
+
+    grad: "fast" (:mod:`jaxcalc.bench.fast_block`, attention in query blocks of ``block`` rows),
+    "catalogue" (forward and handwritten VJP of ``jaxcalc.cases.transformer``) or "autodiff"
+    (jax.value_and_grad of the catalogue's forward).
+    """
     from jaxcalc.cases.transformer import transformer_block, transformer_block_vjp
 
     def loss_fn(params: tuple, batch: tuple) -> jax.Array:
         x, y = batch
         return 0.5 * jnp.mean((transformer_block(x, *params, n_heads=n_heads) - y) ** 2)
 
-    def handwritten(params: tuple, batch: tuple) -> tuple[jax.Array, tuple]:
+    def catalogue(params: tuple, batch: tuple) -> tuple[jax.Array, tuple]:
         x, y = batch
         r = transformer_block(x, *params, n_heads=n_heads) - y
         ct = r / r.size  # dL/dout = (out - y) / N
         grads = transformer_block_vjp((x, *params), ct, n_heads=n_heads)[1:]
         return 0.5 * jnp.mean(r * r), grads
 
-    backward = handwritten if grad == "handwritten" else jax.value_and_grad(loss_fn)
+    def fast(params: tuple, batch: tuple) -> tuple[jax.Array, tuple]:
+        return loss_and_grads(params, *batch, n_heads, block)
+
+    backward = {"fast": fast, "catalogue": catalogue, "autodiff": jax.value_and_grad(loss_fn)}[grad]
 
     def step(params: tuple, batch: tuple) -> tuple[tuple, jax.Array]:
         loss, grads = backward(params, batch)
@@ -222,10 +232,20 @@ def transformer_step(cfg: BenchConfig, limits: dict[str, float]) -> WorkloadResu
     gemm = gemm_call(B * T, d, f, cfg)
     variants: dict[str, tuple[Callable[[], Any], First]] = {}
     compiles: dict[str, float] = {}
-    for name, grad in (("handwritten", "handwritten"), ("jax.grad", "autodiff")):
-        call, first, c = _jax_variant(_transformer_train_step(H, cfg.lr, grad), params, (x, y))
+    steps = (("handwritten", "fast"), ("handwritten, catalogue VJP", "catalogue"), ("jax.grad", "autodiff"))
+    for name, grad in steps:
+        call, first, c = _jax_variant(_transformer_train_step(H, cfg.lr, grad, cfg.tf_block), params, (x, y))
         variants[name], compiles[name] = (call, first), c
-    notes = ["FLOPs: 3 x forward matmuls, 2 B T (4 d^2 + 2 d f) + 4 B T^2 d (the causal mask is not skipped)"]
+    blocks = attention_blocks(T, cfg.tf_block)
+    done = sum((stop - start) * stop for start, stop in blocks) / T**2  # share of the T x T scores computed
+    notes = [
+        "FLOPs: 3 x forward matmuls, 2 B T (4 d^2 + 2 d f) + 4 B T^2 d, the dense count for every "
+        "variant (the causal mask's dead half included)",
+        f"handwritten: one forward kept for the backward, fused QKV projection, attention in "
+        f"{len(blocks)} query block(s) of {blocks[0][1]} rows that skip the blocks above the "
+        f"diagonal ({done:.0%} of the T x T scores computed); handwritten, catalogue VJP: "
+        "jaxcalc.cases.transformer's forward and VJP, which recomputes the forward",
+    ]
     if cfg.use_torch and torch_available():
         from jaxcalc.bench.torch_side import transformer_step_torch
 

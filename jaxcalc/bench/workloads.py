@@ -18,7 +18,7 @@ from jaxcalc.bench.descent import seed_descent
 from jaxcalc.bench.gradcheck import gradcheck
 from jaxcalc.bench.harness import machine_info, matmul_precision, versions
 from jaxcalc.bench.limits import fma_chain_latency, vector_fma_peak
-from jaxcalc.bench.report import BenchReport, WorkloadResult
+from jaxcalc.bench.report import BenchReport, WorkloadResult, withhold_thin_verdicts
 from jaxcalc.bench.training import mlp_step, transformer_step
 
 __all__ = ["WORKLOADS", "Workload", "select", "run_bench"]
@@ -72,7 +72,7 @@ def run_bench(
         results = []
         for name in chosen:
             say(f"running {name}")
-            results.append(WORKLOADS[name](cfg, limits))
+            results.append(withhold_thin_verdicts(WORKLOADS[name](cfg, limits)))
     return BenchReport(
         command=command,
         quick=quick,

@@ -32,6 +32,7 @@ from jaxcalc.cases._base import (
     get_case,
     instance,
     instances,
+    of_diff,
     parse_instance_id,
     register,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "get_case",
     "instance",
     "instances",
+    "of_diff",
     "parse_instance_id",
     "register",
 ]

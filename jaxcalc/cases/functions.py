@@ -146,7 +146,7 @@ register(
         name="exp_sin",
         description="exp(sin(x)), elementwise",
         inputs=(Input("x", ("n",), uniform(-3.0, 3.0)),),
-        sizes={"golden": {"n": 5}, "tiles": {"n": 1025}, "large": {"n": 1 << 20}},
+        sizes={"golden": {"n": 5}, "tiles": {"n": 67}, "large": {"n": 1 << 20}},
         forward=exp_sin,
         vjp=lambda p, ct: (ct * exp_sin_grad(p[0]),),
         jvp=lambda p, t: exp_sin_grad(p[0]) * t[0],
@@ -178,8 +178,8 @@ register(
             Input("b", ("n",)),
             Input("x", ("n",)),
         ),
-        # tiles: a matmul K not a multiple of 32 and past two 32-tiles
-        sizes={"golden": {"n": 4}, "tiles": {"n": 67}, "large": {"n": 1024}},
+        # tiles: a matmul K past one 32-tile and not a multiple of it
+        sizes={"golden": {"n": 4}, "tiles": {"n": 35}, "large": {"n": 1024}},
         forward=quadratic_form,
         vjp=lambda p, ct: quadratic_form_vjp(*p, ct),
         jvp=lambda p, t: quadratic_form_jvp(*p, *t),

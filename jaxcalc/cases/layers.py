@@ -195,8 +195,8 @@ register(
             Input("beta", ("D",)),
         ),
         settings={"eps": 1e-5},
-        # tiles: rows past 64 and a row length past 64 that is no multiple of 32
-        sizes={"golden": {"N": 4, "D": 6}, "tiles": {"N": 65, "D": 67}, "large": {"N": 512, "D": 1024}},
+        # tiles: rows past 64 and a row length past 32 that is no multiple of it
+        sizes={"golden": {"N": 4, "D": 6}, "tiles": {"N": 65, "D": 35}, "large": {"N": 512, "D": 1024}},
         # offset: rows at +-1e4 with spread 1 (a one-pass variance cancels); tiny: spread 1e-4, a
         # variance of 1e-8 far below eps
         regimes={"offset": {"x": offset_rows(1e4, 1.0)}, "tiny": {"x": normal(1e-4, 0.5)}},
@@ -213,7 +213,7 @@ register(
         description="gamma x / sqrt(mean(x**2) + 1e-6) over the last axis",
         inputs=(Input("x", ("N", "D"), normal(1.5)), Input("gamma", ("D",), uniform(0.5, 1.5))),
         settings={"eps": 1e-6},
-        sizes={"golden": {"N": 4, "D": 6}, "tiles": {"N": 65, "D": 67}, "large": {"N": 512, "D": 1024}},
+        sizes={"golden": {"N": 4, "D": 6}, "tiles": {"N": 65, "D": 35}, "large": {"N": 512, "D": 1024}},
         # tiny: mean(x**2) of 1e-10, far below eps
         regimes={"tiny": {"x": normal(1e-5)}},
         forward=rmsnorm,
@@ -228,8 +228,8 @@ register(
         name="linear",
         description="x W + b",
         inputs=(Input("x", ("N", "K")), Input("W", ("K", "M"), fan_in()), Input("b", ("M",))),
-        # tiles: every matmul axis straddles a 32 / 64 tile, K past two 32-tiles
-        sizes={"golden": {"N": 4, "K": 3, "M": 5}, "tiles": {"N": 65, "K": 67, "M": 33},
+        # tiles: every matmul axis straddles a 32-tile (N also a 64-tile)
+        sizes={"golden": {"N": 4, "K": 3, "M": 5}, "tiles": {"N": 65, "K": 35, "M": 33},
                "large": {"N": 1024, "K": 1024, "M": 1024}},
         forward=linear,
         vjp=lambda p, ct: linear_vjp(*p, ct),

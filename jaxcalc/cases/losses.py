@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcalc.cases._base import Case, Input, binary, integers, large_rows, normal, register
+from jaxcalc.cases._base import Case, Input, binary, integers, large_rows, large_scores, normal, register
 from jaxcalc.cases.activations import sigmoid, softplus
 from jaxcalc.cases.softmax import log_softmax, softmax
 
@@ -230,7 +230,7 @@ register(
         description="mean((X w + b - y)**2)",
         inputs=(Input("X", ("N", "k")), Input("w", ("k",)), Input("b", ()), Input("y", ("N",))),
         # tiles: a mean over more than 2,048 rows (a float16 counter stalls at 2,048)
-        sizes={"golden": {"N": 8, "k": 3}, "tiles": {"N": 2053, "k": 3}, "large": {"N": 65536, "k": 64}},
+        sizes={"golden": {"N": 8, "k": 3}, "tiles": {"N": 2049, "k": 2}, "large": {"N": 65536, "k": 64}},
         forward=least_squares,
         vjp=lambda p, ct: least_squares_vjp(*p, ct),
         jvp=lambda p, t: least_squares_jvp(*p, *t),
@@ -244,9 +244,9 @@ register(
         name="logistic_regression",
         description="mean(softplus(z) - y z), z = X w + b, y in {0, 1}",
         inputs=(Input("X", ("N", "k")), Input("w", ("k",)), Input("b", ()), Input("y", ("N",), binary())),
-        sizes={"golden": {"N": 8, "k": 3}, "tiles": {"N": 2053, "k": 3}, "large": {"N": 65536, "k": 64}},
-        # large: scores z = X w + b out to about +-1000, past where exp(z) overflows
-        regimes={"large": {"X": normal(300.0)}},
+        sizes={"golden": {"N": 8, "k": 3}, "tiles": {"N": 2049, "k": 2}, "large": {"N": 65536, "k": 64}},
+        # large: scores z = X w + b of both signs out to +-1000, past where exp(z) overflows
+        regimes={"large": dict(zip(("X", "w"), large_scores(), strict=True)) | {"b": normal(0.1)}},
         forward=logistic_regression,
         vjp=lambda p, ct: logistic_regression_vjp(*p, ct),
         jvp=lambda p, t: logistic_regression_jvp(*p, *t),
@@ -289,7 +289,7 @@ register(
         name="kl_divergence",
         description="mean over rows of sum_j p_j (log p_j - log q_j), p, q = softmax of each logits",
         inputs=(Input("p_logits", ("r", "n"), normal(1.5)), Input("q_logits", ("r", "n"), normal(1.5))),
-        sizes={"golden": {"r": 3, "n": 5}, "tiles": {"r": 2, "n": 2051}, "large": {"r": 512, "n": 4096}},
+        sizes={"golden": {"r": 3, "n": 5}, "tiles": {"r": 2, "n": 257}, "large": {"r": 512, "n": 4096}},
         regimes={"large": {"p_logits": large_rows(), "q_logits": large_rows(3.0)}},
         forward=kl_divergence,
         vjp=lambda p, ct: kl_divergence_vjp(*p, ct),

@@ -119,7 +119,7 @@ register(
             Input("v", ("n",), uniform(1e-3, 4e-3)),
         ),
         settings={"lr": ADAM_LR, "b1": ADAM_B1, "b2": ADAM_B2, "eps": ADAM_EPS, "step": ADAM_STEP},
-        sizes={"golden": {"n": 5}, "tiles": {"n": 2051}, "large": {"n": 1 << 20}},
+        sizes={"golden": {"n": 5}, "tiles": {"n": 67}, "large": {"n": 1 << 20}},
         # tiny: gradients of 1e-9 and second moments of 1e-19, where sqrt(v_hat) meets eps = 1e-8
         regimes={"tiny": {"g": normal(1e-9), "m": normal(2e-10), "v": uniform(1e-19, 4e-19)}},
         forward=adam_step,

@@ -39,11 +39,24 @@ def _row_max(x: jax.Array) -> jax.Array:
     return jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m)))
 
 
+@jax.custom_jvp
 def logsumexp(x: ArrayLike) -> jax.Array:
-    """log sum_j exp(x_j) over the last axis, as m + log sum_j exp(x_j - m), m = max_j x_j: (...)."""
+    """log sum_j exp(x_j) over the last axis, as m + log sum_j exp(x_j - m), m = max_j x_j: (...).
+
+    Its derivative is exp(x - logsumexp(x)), taken from the output as PyTorch's backward takes it,
+    so that a low-precision evaluation of it rounds the way theirs does (the same values exactly
+    in float64).
+    """
     x = jnp.asarray(x)
     m = _row_max(x)
     return (m + jnp.log(jnp.sum(jnp.exp(x - m), axis=-1, keepdims=True)))[..., 0]
+
+
+@logsumexp.defjvp
+def _logsumexp_jvp(primals: tuple, tangents: tuple) -> tuple[jax.Array, jax.Array]:
+    (x,), (t,) = primals, tangents
+    y = logsumexp(x)
+    return y, jnp.sum(jnp.exp(jnp.asarray(x) - y[..., None]) * t, axis=-1)
 
 
 def logsumexp_vjp(x: ArrayLike, ct: ArrayLike) -> jax.Array:
@@ -123,7 +136,7 @@ register(
         name="log_softmax",
         description="x - logsumexp(x) over the last axis",
         inputs=_X,
-        sizes=SOFTMAX_SIZES,
+        sizes={**SOFTMAX_SIZES, "tiles": {"r": 3, "n": 129}},
         regimes=SOFTMAX_REGIMES,
         forward=log_softmax,
         vjp=lambda p, ct: (log_softmax_vjp(p[0], ct),),

@@ -159,7 +159,7 @@ register(
         ),
         settings={"n_heads": 2, "eps": 1e-5},
         # tiles: a sequence past two 32-tiles and one 64-tile, head size 17 (no multiple of 32)
-        sizes={"golden": {"T": 5, "D": 8, "F": 16}, "tiles": {"T": 67, "D": 34, "F": 67},
+        sizes={"golden": {"T": 5, "D": 8, "F": 16}, "tiles": {"T": 67, "D": 34, "F": 35},
                "large": {"T": 1024, "D": 128, "F": 512}},
         forward=transformer_block,
         vjp=lambda p, ct: transformer_block_vjp(p, ct),

@@ -34,6 +34,7 @@ import numpy as np
 from jaxcalc import fd
 from jaxcalc.checks.report import CheckResult, Report
 from jaxcalc.checks.witnesses import Context, witnesses
+from jaxcalc.diagnose import diagnose
 from jaxcalc.numerics import compare, reference_mode, tolerance
 
 __all__ = ["CHECKS", "check_case", "check_cases", "check_function", "run_checks"]
@@ -70,23 +71,24 @@ def _compare_named(
     for ai, bi, name in zip(a, b, names, strict=True):
         if np.shape(ai) != np.shape(bi):
             # A transposed or misshapen gradient is a failure to report, not a crash.
-            return (
-                float("inf"),
-                f"{name} shape {np.shape(ai)} != {np.shape(bi)}",
-                float("nan"),
-                float("nan"),
-            )
+            where = f"{name} shape {np.shape(ai)} != {np.shape(bi)}"
+            return (float("inf"), where, float("nan"), float("nan"), ai, bi, name)
         c = compare(ai, bi)
         if c.error > worst[0]:
-            worst = (c.error, _label_index(name, c.index), c.a_value, c.b_value)
+            # the worst pair rides along (positions 4-6) so that a failure can be diagnosed
+            worst = (c.error, _label_index(name, c.index), c.a_value, c.b_value, ai, bi, name)
     return worst
 
 
 def _result(ctx: Context, check: str, a_label: str, b_label: str, worst, kind: str) -> CheckResult:
-    err, where, av, bv = worst
+    err, where, av, bv = worst[:4]
     tol = tolerance(ctx.dtype, kind)
     status = "pass" if err <= tol else "FAIL"
-    return CheckResult(ctx.name, check, a_label, b_label, float(err), tol, where, av, bv, status)
+    why = ""
+    if status == "FAIL" and len(worst) == 7:
+        d = diagnose(np.asarray(worst[4]), np.asarray(worst[5]), tol=tol)
+        why = f"{worst[6]}: {d.line}" if d is not None else ""
+    return CheckResult(ctx.name, check, a_label, b_label, float(err), tol, where, av, bv, status, why)
 
 
 def _kink(ctx: Context, tangents: tuple[jax.Array, ...]) -> bool:

@@ -20,18 +20,23 @@ class CheckResult(NamedTuple):
     a_value: float
     b_value: float
     status: str  # "pass", "FAIL" or "kink"
+    diagnosis: str = ""  # jaxcalc.diagnose: what kind of wrong a failing row is (one line)
 
     @property
     def passed(self) -> bool:
         return self.status == "pass"
 
     def line(self) -> str:
-        """One row: case, check, sides, error vs tolerance, worst element and both values."""
-        return (
+        """One row: case, check, sides, error vs tolerance, worst element and both values; a failing
+        row with a diagnosis gets it on a second, indented line."""
+        row = (
             f"{self.case:<24} {self.check:<17} {self.status:<5} err {self.error:9.2e} (tol {self.tol:.0e})"
             f"  {self.a_label} vs {self.b_label} at {self.where}:"
             f" {self.a_value:.10g} vs {self.b_value:.10g}"
         )
+        if self.diagnosis and self.status == "FAIL":
+            row += f"\n{'':24}   diagnosis: {self.diagnosis}"
+        return row
 
     def to_dict(self) -> dict[str, Any]:
         return self._asdict()

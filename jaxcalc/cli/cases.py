@@ -1,4 +1,4 @@
-"""``jaxcalc cases``: the catalogue, one line per case (``--json`` for machines)."""
+"""``jaxcalc cases``: the catalogue, one entry per case with its dims, sizes and regimes (``--json``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "cases",
         help="list the case catalogue",
-        description="List the case catalogue: "
-        "name, inputs and shapes, output shape and a one-line description.",
+        description="List the case catalogue: name, inputs with their symbolic dims and kinds, output "
+        "shape at the golden size, the dims of each size (golden, tiles, large), the input regimes, "
+        "fixed settings and a one-line description.",
     )
     p.add_argument("--json", action="store_true", help="print the catalogue as JSON")
     p.set_defaults(func=run)
@@ -26,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows = []
     for case in REGISTRY.values():
+        golden = case.dims("golden")
         rows.append(
             {
                 "name": case.name,
@@ -33,24 +35,36 @@ def run(args: argparse.Namespace) -> int:
                 "inputs": [
                     {
                         "name": i.name,
-                        "shape": list(i.shape),
-                        "dtype": "int64" if i.integer else "float",
+                        "dims": list(i.shape),
+                        "shape": list(i.resolve(golden)),
+                        "kind": i.kind,
+                        "dtype": i.dtype,
                         "differentiable": i.differentiable,
                     }
                     for i in case.inputs
                 ],
                 "output_shape": list(case.output_shape()),
+                "sizes": {s: case.dims(s) for s in case.size_names},
+                "regimes": list(case.regime_names),
+                "settings": dict(case.settings),
                 "handwritten": ["vjp"] + (["jvp"] if case.jvp else []) + (["chain"] if case.chain else []),
+                "stages": case.stages is not None,
             }
         )
     if args.json:
         write_json("-", rows)
         return 0
     for r in rows:
-        ins = ", ".join(
-            f"{i['name']}{_shape(i['shape'])}{'' if i['differentiable'] else ' int'}" for i in r["inputs"]
+        kinds = {"float": "", "int": " int", "mask": " mask"}
+        ins = ", ".join(f"{i['name']}{_shape(i['dims'])}{kinds[i['kind']]}" for i in r["inputs"])
+        print(f"{r['name']:<24} {ins} -> {_shape(r['output_shape'])} at golden")
+        sizes = "; ".join(
+            f"{s} " + (",".join(f"{k}={v}" for k, v in d.items()) if d else "fixed") for s, d in r["sizes"].items()
         )
-        print(f"{r['name']:<24} {ins} -> {_shape(r['output_shape'])}")
+        print(f"{'':<24} sizes: {sizes}")
+        extra = f"; settings: {', '.join(f'{k}={v}' for k, v in r['settings'].items())}" if r["settings"] else ""
+        print(f"{'':<24} regimes: {', '.join(r['regimes'])}{extra}")
         print(f"{'':<24} {r['description']}")
-    print(f"{len(rows)} cases")
+    n_inst = sum(len(r["regimes"]) * len([s for s in r["sizes"] if s != "large"]) for r in rows)
+    print(f"{len(rows)} cases; {n_inst} instances at the golden and tiles sizes (the default export)")
     return 0

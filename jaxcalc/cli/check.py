@@ -8,17 +8,22 @@ import time
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from jaxcalc.cli._select import add_selectors
+    from jaxcalc.numerics import FLOAT_DTYPES
+
     p = sub.add_parser(
         "check",
         help="check every derivative three ways",
         description="Run the checks (handwritten vs autodiff vs finite differences, Jacobians, "
-        "dot-product identity, chain rule, HVP) on catalogue cases. Exit 0 if all pass, 1 if a "
-        "check failed, 2 on a usage error.",
+        "dot-product identity, chain rule, HVP) on catalogue instances: cases at a size and input regime "
+        "(default: the golden size, every regime). Exit 0 if all pass, 1 if a check failed, 2 on a usage "
+        "error. Example: jaxcalc check softmax --sizes golden tiles --regimes large",
     )
-    p.add_argument("names", nargs="*", metavar="NAME", help="cases to check (default: all)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="cases or instance ids to check (default: all)")
+    add_selectors(p, default_sizes=("golden",))
     p.add_argument(
         "--dtype",
-        choices=("float64", "float32"),
+        choices=FLOAT_DTYPES,
         default="float64",
         help="precision to check in (selects the tolerance column)",
     )
@@ -29,21 +34,40 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxcalc.checks import Report, check_cases
-    from jaxcalc.cli._common import backend_info, select_cases, write_json
+    from tqdm import tqdm
 
-    cases = select_cases(args.names)
+    from jaxcalc.checks import Report
+    from jaxcalc.checks.instances import check_instances
+    from jaxcalc.cli._common import backend_info, write_json
+    from jaxcalc.cli._select import select_instances
+
+    if args.names:
+        args.cases = [*args.names, *(args.cases or [])]
+    todo = select_instances(args, ("golden",))
     info = backend_info()
     quiet = args.json == "-"
     out = sys.stderr if quiet else sys.stdout
-    print(f"# backend {info['backend']} ({info['device']}), dtype {args.dtype}, {len(cases)} cases", file=out)
+    n_cases = len({i.case.name for i in todo})
+    print(
+        f"# backend {info['backend']} ({info['device']}), dtype {args.dtype}, {len(todo)} instances of "
+        f"{n_cases} cases",
+        file=out,
+    )
     report = Report(())
     start = time.perf_counter()
-    for _case, rep in check_cases(cases, dtype=args.dtype, mode="fast" if args.fast else "full"):
-        report = report + rep
-        for r in rep.results:
-            if not args.failures_only or not r.passed:
-                print(r.line(), file=out, flush=True)
+    bar = tqdm(total=len(todo), unit="instance", disable=None, leave=False, file=sys.stderr)
+    try:
+        for inst, rep in check_instances(todo, dtype=args.dtype, mode="fast" if args.fast else "full"):
+            bar.update(1)
+            report = report + rep
+            for r in rep.results:
+                if not args.failures_only or not r.passed:
+                    row, nl, diagnosis = r.line().partition("\n")  # the diagnosis stays under the row
+                    if r.check in ("vjp", "fd_jvp") and not r.passed:
+                        row += f"  {inst.describe_shapes()}"
+                    tqdm.write(row + nl + diagnosis, file=out)
+    finally:
+        bar.close()
     elapsed = time.perf_counter() - start
     print(f"# {elapsed:.1f} s", file=out)
     print(report.summary(), file=out)

@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the CLI keeps heavy imports inside run()
@@ -25,12 +26,17 @@ def _timeout(text: str) -> float:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from jaxcalc.cli._select import add_selectors
+    from jaxcalc.numerics import FLOAT_DTYPES
+
     p = sub.add_parser(
         "verify",
         help="check another implementation's values and VJPs against a golden set",
-        description="Send each golden case's inputs and cotangent to an implementation and compare its "
-        "value and VJPs element by element. Examples: jaxcalc verify golden/ --impl examples/numpy_impl.py; "
-        'jaxcalc verify golden/ --cmd "node impl.js" --dtype float32',
+        description="Send each golden instance's inputs and cotangent to an implementation and compare its "
+        "value and VJPs element by element, with the instance's tolerance per output in the claimed dtype. "
+        "Under float32, bfloat16 and float16 a reply must be computed in that dtype (its values exactly "
+        "representable there). Examples: jaxcalc verify golden/ --impl examples/numpy_impl.py; "
+        'jaxcalc verify golden/ --cmd "node impl.js" --dtype float32 --sizes golden',
     )
     p.add_argument("dir", metavar="DIR", help="a golden set written by 'jaxcalc export'")
     how = p.add_mutually_exclusive_group(required=True)
@@ -47,11 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--dtype",
-        choices=("float64", "float32"),
+        choices=FLOAT_DTYPES,
         default="float64",
-        help="precision the implementation computes in; selects the tolerance column (default float64)",
+        help="precision the implementation computes in; selects the tolerance column and, for bfloat16 and "
+        "float16, the inputs rounded to it (default float64)",
     )
-    p.add_argument("--cases", nargs="+", metavar="NAME", help="verify only these cases (default: all)")
+    add_selectors(p, default_sizes=("every size in DIR",), dims=False)
     p.add_argument(
         "--json",
         metavar="REPORT",
@@ -75,8 +82,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json and args.json != "-" and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
         raise UsageError(f"cannot write {args.json}: its directory does not exist")
+    from jaxcalc.cli._select import filter_entries
+    from jaxcalc.oracle.golden import _read_manifest
+
     try:
-        golden = load_golden(args.dir, list(dict.fromkeys(args.cases)) if args.cases else None)
+        manifest = _read_manifest(Path(args.dir))
+        chosen = None
+        if args.cases or args.sizes or args.regimes:
+            chosen = filter_entries(manifest["instances"], args)
+        golden = load_golden(args.dir, chosen)
     except GoldenError as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -109,7 +123,7 @@ def _run(golden: GoldenSet, program: Program, args: argparse.Namespace, label: s
     p = golden.manifest.get("producer", {})
     if not quiet:
         print(
-            f"verifying {label} in {args.dtype} against {golden.root} ({len(golden.cases)} cases; "
+            f"verifying {label} in {args.dtype} against {golden.root} ({len(golden.cases)} instances; "
             f"golden values from jax {p.get('jax', '?')} on {p.get('backend', '?')})"
         )
         print(v.table_header())
@@ -125,7 +139,7 @@ def _run(golden: GoldenSet, program: Program, args: argparse.Namespace, label: s
             "producer": p,
             "implementation": label,
             "dtype": args.dtype,
-            "cases": [v.result_json(r) for r in results],
+            "instances": [v.result_json(r) for r in results],
             "summary": line,
             "passed": sum(r.verdict == "pass" for r in results),
             "failed": sum(r.verdict == "FAIL" for r in results),

@@ -3,7 +3,11 @@
 A JSON array is ``{"dtype": "float64", "shape": [4, 7], "data": [...]}``: ``data`` is the flat
 row-major list of ``prod(shape)`` numbers (a scalar has shape ``[]`` and data ``[v]``). Floats
 are written with Python's shortest round-tripping repr, so float64 (and float32) values come back
-bit for bit. Decoding refuses anything that is not exactly this format, with a one-line reason.
+bit for bit. Non-finite floats, which JSON has no literal for, are the strings ``"inf"``,
+``"-inf"`` and ``"nan"`` (a -inf mask entry, an infinite truth); golden files hold infinities
+only where the truth is infinite and never NaN. Masks are ``"bool"`` arrays of ``true``/``false``;
+``"bfloat16"`` arrays (replies in the bfloat16 column) hold bfloat16 values written as floats.
+Decoding refuses anything that is not exactly this format, with a one-line reason.
 
 An ``.npz`` is written by hand with ``zipfile`` (stored members, fixed order, fixed timestamps)
 so that the same arrays always give the same bytes; it is read with ``allow_pickle=False`` and
@@ -34,8 +38,9 @@ __all__ = [
 ]
 
 # dtypes an array may carry in either format; golden sets use float64 and int64 only.
-ARRAY_DTYPES = ("float64", "float32", "float16", "int64", "int32")
-_FLOAT = ("float64", "float32", "float16")
+ARRAY_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "bool")
+_FLOAT = ("float64", "float32", "float16", "bfloat16")
+_NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # earliest date a zip can hold; no clock enters the bytes
 _MAX_MEMBER = 256 * 2**20  # refuse npz members over 256 MiB (uncompressed)
@@ -52,8 +57,20 @@ def encode_array(a: Any) -> dict[str, Any]:
     if name not in ARRAY_DTYPES:
         raise ArrayFormatError(f"cannot encode dtype {name!r}; supported: {', '.join(ARRAY_DTYPES)}")
     flat = arr.reshape(-1)
-    data = [float(v) for v in flat] if name in _FLOAT else [int(v) for v in flat]
+    if name in _FLOAT:
+        data = [_float_json(float(v)) for v in flat]
+    elif name == "bool":
+        data = [bool(v) for v in flat]
+    else:
+        data = [int(v) for v in flat]
     return {"dtype": name, "shape": [int(s) for s in arr.shape], "data": data}
+
+
+def _float_json(v: float) -> float | str:
+    """A float for JSON: itself when finite, else "inf", "-inf" or "nan"."""
+    if math.isfinite(v):
+        return v
+    return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
 
 
 def decode_array(
@@ -89,9 +106,26 @@ def decode_array(
         raise ArrayFormatError(f"{where}: shape {shape} needs {size} values, data has {len(data)}")
     if dtype in _FLOAT:
         values = [_float_item(v, where, k, allow_nonfinite) for k, v in enumerate(data)]
+    elif dtype == "bool":
+        values = [_bool_item(v, where, k) for k, v in enumerate(data)]
     else:
         values = [_int_item(v, where, k) for k, v in enumerate(data)]
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        as32 = np.array(values, dtype=np.float32)
+        out = as32.astype(ml_dtypes.bfloat16)
+        if not np.array_equal(out.astype(np.float32), as32, equal_nan=True):
+            k = int(np.flatnonzero(out.astype(np.float32) != as32)[0])
+            raise ArrayFormatError(f"{where}: data[{k}] = {values[k]!r} is not a bfloat16 value")
+        return out.reshape(shape)
     return np.array(values, dtype=np.dtype(dtype)).reshape(shape)
+
+
+def _bool_item(v: Any, where: str, k: int) -> bool:
+    if not isinstance(v, bool):
+        raise ArrayFormatError(f"{where}: data[{k}] is {_kind(v)}, not true or false")
+    return v
 
 
 def _kind(v: Any) -> str:
@@ -106,12 +140,19 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _float_item(v: Any, where: str, k: int, allow_nonfinite: bool) -> float:
-    if v is None and allow_nonfinite:
+def _float_item(v: Any, where: str, k: int, allow_nonfinite: bool | str) -> float:
+    """One float of ``data``. ``allow_nonfinite``: False (finite only), "inf" (the strings "inf"
+    and "-inf", as golden truths may hold), or True (also NaN, null and Infinity literals, as a
+    reply may hold; they are then compared and reported)."""
+    if isinstance(v, str) and v in _NONFINITE and allow_nonfinite:
+        if v == "nan" and allow_nonfinite == "inf":
+            raise ArrayFormatError(f"{where}: data[{k}] is NaN, which a golden truth never is")
+        return _NONFINITE[v]
+    if v is None and allow_nonfinite is True:
         return math.nan
     if not isinstance(v, int | float) or isinstance(v, bool):
         raise ArrayFormatError(f"{where}: data[{k}] is {_kind(v)}, not a number")
-    if not allow_nonfinite and not math.isfinite(v):
+    if allow_nonfinite is not True and not math.isfinite(v):
         raise ArrayFormatError(f"{where}: data[{k}] is {v!r}, not a finite number")
     return float(v)
 

@@ -1,14 +1,21 @@
 """The golden set on disk: its layout, and reading it back with every byte and field checked.
 
-Layout::
+Layout (format 2)::
 
-    DIR/manifest.json         format, producer, and per case: inputs, output, tolerances, sha256s
-    DIR/cases/<name>.json     inputs, cotangent, tangents, outputs (value, vjp, jvp, hvp, jacobian)
-    DIR/cases/<name>.npz      the same arrays, keyed "inputs/x", "outputs/vjp/x", ...
+    DIR/manifest.json         format, producer, and per instance: case, size, regime, dims,
+                              inputs, output, per dtype column its tolerances, sha256s
+    DIR/cases/<id>.json       inputs, cotangent, tangents, outputs (value, vjp, jvp, hvp,
+                              jacobian), and per low-precision column its rounded inputs,
+                              cotangent and float64 reference ("columns")
+    DIR/cases/<id>.npz        the same arrays, keyed "inputs/x", "outputs/vjp/x",
+                              "columns/bfloat16/inputs/x", ...
+
+An instance id is ``<case>[@<size>][~<regime>]`` (golden and typical are left out).
 
 :func:`load_golden` trusts nothing: the manifest must parse and name only files under
 ``cases/``, each file's sha256 must match, every array must decode and have the shape the
-manifest gives, and the ``.npz`` must hold exactly the arrays of the ``.json``.
+manifest gives, and the ``.npz`` must hold exactly the arrays of the ``.json``. A set of format
+1 (one instance per case, two columns) is refused with a message saying how to re-export it.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from jaxcalc.numerics import np_dtype
 from jaxcalc.oracle.arrays import ArrayFormatError, decode_array, load_npz, loads
 
 __all__ = [
@@ -28,6 +36,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
     "GoldenError",
+    "Column",
     "GoldenCase",
     "GoldenSet",
     "flatten",
@@ -36,33 +45,68 @@ __all__ = [
 ]
 
 FORMAT = "jaxcalc-golden"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# an instance id: case[.stage][@size or @DIM=N,...][~regime]
+_ID = re.compile(
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?(@([a-z]+|[A-Za-z_][A-Za-z0-9_]*=[0-9]+(,[A-Za-z_][A-Za-z0-9_]*=[0-9]+)*))?(~[a-z]+)?$"
+)
+_INPUT_DTYPES = ("float64", "int64", "bool")
 
 
 class GoldenError(Exception):
     """A golden set that is missing, tampered with or malformed; the message is one line."""
 
 
-class GoldenCase(NamedTuple):
-    """One case of a golden set, decoded and checked: its manifest entry and its arrays."""
+class Column(NamedTuple):
+    """One dtype column of an instance: whether it applies, why not, and per output
+    ('value', 'vjp/x') its (tolerance, floor). Low-precision columns carry their inputs and
+    cotangent (the instance's, rounded to the dtype, in the dtype) and the truth on them."""
 
     name: str
+    applicable: bool
+    reason: str
+    outputs: dict[str, tuple[float, float]]
+    inputs: dict[str, np.ndarray] | None = None
+    cotangent: np.ndarray | None = None
+    value: np.ndarray | None = None
+    vjp: dict[str, np.ndarray] | None = None
+
+
+class GoldenCase(NamedTuple):
+    """One instance of a golden set, decoded and checked: its manifest entry and its arrays."""
+
+    name: str  # the instance id
     entry: dict[str, Any]
     inputs: dict[str, np.ndarray]
     cotangent: np.ndarray
     value: np.ndarray
     vjp: dict[str, np.ndarray]
-    tolerances: dict[str, float]
+    columns: dict[str, Column]
+
+    @property
+    def case(self) -> str:
+        """The case this instance belongs to (what an implementation is asked for)."""
+        return self.entry["case"]
 
     @property
     def diff_names(self) -> tuple[str, ...]:
         return tuple(i["name"] for i in self.entry["inputs"] if i["differentiable"])
 
+    @property
+    def tolerances(self) -> dict[str, float]:
+        """Per column the largest output tolerance (a summary; verdicts use each output's own)."""
+        return {c: max((t for t, _ in col.outputs.values()), default=0.0) for c, col in self.columns.items()}
+
+    def shapes(self) -> str:
+        """'x (3, 7) -> (3,)': the instance's shapes, for report rows."""
+        ins = ", ".join(f"{i['name']} {tuple(i['shape'])}" for i in self.entry["inputs"])
+        return f"{ins} -> {tuple(self.entry['output']['shape'])}"
+
 
 class GoldenSet(NamedTuple):
-    """A checked golden set: its manifest and the selected cases, in manifest order."""
+    """A checked golden set: its manifest and the selected instances, in manifest order."""
 
     root: Path
     manifest: dict[str, Any]
@@ -80,7 +124,7 @@ def flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[prefix] = node
 
-    walk("", {k: doc[k] for k in ("inputs", "cotangent", "tangents", "outputs") if k in doc})
+    walk("", {k: doc[k] for k in ("inputs", "cotangent", "tangents", "outputs", "columns") if k in doc})
     return out
 
 
@@ -107,115 +151,182 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     _need(manifest.get("format") == FORMAT, f"{path}: format is not {FORMAT!r}")
     version = manifest.get("format_version")
     _need(
+        version != 1,
+        f"{path}: format_version 1 (one tiny instance per case, float64 and float32 only) is no longer "
+        f"read; write a format {FORMAT_VERSION} set with 'jaxcalc export {root} --force'",
+    )
+    _need(
         version == FORMAT_VERSION, f"{path}: format_version {version!r}; this jaxcalc reads {FORMAT_VERSION}"
     )
-    cases = manifest.get("cases")
-    _need(isinstance(cases, list) and len(cases) > 0, f"{path}: 'cases' must be a non-empty list")
+    columns = manifest.get("columns")
+    _need(isinstance(columns, list) and all(isinstance(c, str) for c in columns) and columns,
+          f"{path}: 'columns' must be a non-empty list of dtype names")
+    cases = manifest.get("instances")
+    _need(isinstance(cases, list) and len(cases) > 0, f"{path}: 'instances' must be a non-empty list")
     seen = set()
     for k, entry in enumerate(cases):
-        _check_entry(entry, f"{path}: cases[{k}]")
-        _need(entry["name"] not in seen, f"{path}: case {entry['name']!r} listed twice")
-        seen.add(entry["name"])
+        _check_entry(entry, f"{path}: instances[{k}]", columns)
+        _need(entry["id"] not in seen, f"{path}: instance {entry['id']!r} listed twice")
+        seen.add(entry["id"])
     return manifest
 
 
-def _check_entry(entry: Any, where: str) -> None:
+def _is_tol(v: Any) -> bool:
+    return isinstance(v, float) and 0.0 < v < 1.0
+
+
+def _check_entry(entry: Any, where: str, columns: list[str]) -> None:
     """The fields of one manifest entry that reading relies on, with file paths pinned under cases/."""
     _need(isinstance(entry, dict), f"{where}: not an object")
-    name = entry.get("name")
-    _need(isinstance(name, str) and bool(_NAME.match(name)), f"{where}: bad case name {name!r}")
+    iid = entry.get("id")
+    _need(isinstance(iid, str) and bool(_ID.match(iid)), f"{where}: bad instance id {iid!r}")
+    name = entry.get("case")
+    _need(isinstance(name, str) and bool(_NAME.match(name)), f"{where} ({iid}): bad case name {name!r}")
     inputs = entry.get("inputs")
-    _need(isinstance(inputs, list) and len(inputs) > 0, f"{where} ({name}): 'inputs' must be a list")
+    _need(isinstance(inputs, list) and len(inputs) > 0, f"{where} ({iid}): 'inputs' must be a list")
     for spec in inputs:
         ok = isinstance(spec, dict) and isinstance(spec.get("name"), str) and bool(_NAME.match(spec["name"]))
-        ok = ok and isinstance(spec.get("shape"), list) and spec.get("dtype") in ("float64", "int64")
-        _need(ok and isinstance(spec.get("differentiable"), bool), f"{where} ({name}): bad input {spec!r}")
+        ok = ok and isinstance(spec.get("shape"), list) and spec.get("dtype") in _INPUT_DTYPES
+        _need(ok and isinstance(spec.get("differentiable"), bool), f"{where} ({iid}): bad input {spec!r}")
     out = entry.get("output")
-    _need(isinstance(out, dict) and isinstance(out.get("shape"), list), f"{where} ({name}): bad 'output'")
+    _need(isinstance(out, dict) and isinstance(out.get("shape"), list), f"{where} ({iid}): bad 'output'")
+    keys = ["value"] + [f"vjp/{s['name']}" for s in inputs if s["differentiable"]]
     tols = entry.get("tolerances")
-    for dtype in ("float64", "float32"):
-        tol = tols.get(dtype, {}).get("tolerance") if isinstance(tols, dict) else None
-        ok = isinstance(tol, float) and 0.0 < tol < 1.0
-        _need(ok, f"{where} ({name}): tolerances.{dtype}.tolerance must be a number in (0, 1)")
+    _need(isinstance(tols, dict), f"{where} ({iid}): 'tolerances' must be an object")
+    for dtype in columns:
+        col = tols.get(dtype)
+        _need(isinstance(col, dict) and isinstance(col.get("applicable"), bool),
+              f"{where} ({iid}): tolerances.{dtype} must say whether it applies")
+        if not col["applicable"]:
+            _need(isinstance(col.get("reason"), str) and col["reason"] != "",
+                  f"{where} ({iid}): tolerances.{dtype} is not applicable but gives no reason")
+            continue
+        outs = col.get("outputs")
+        _need(isinstance(outs, dict) and set(outs) == set(keys),
+              f"{where} ({iid}): tolerances.{dtype}.outputs must give {keys}")
+        for key in keys:
+            o = outs[key]
+            ok = isinstance(o, dict) and _is_tol(o.get("tolerance")) and isinstance(o.get("floor"), float)
+            _need(ok and o["floor"] >= 0.0,
+                  f"{where} ({iid}): tolerances.{dtype}.outputs.{key} needs a tolerance in (0, 1) and a floor >= 0")
     files = entry.get("files")
     for ext in ("json", "npz"):
         f = files.get(ext) if isinstance(files, dict) else None
-        ok = isinstance(f, dict) and f.get("path") == f"cases/{name}.{ext}"
+        ok = isinstance(f, dict) and f.get("path") == f"cases/{iid}.{ext}"
         ok = ok and isinstance(f.get("sha256"), str) and len(f["sha256"]) == 64
-        _need(ok, f"{where} ({name}): files.{ext} must give path cases/{name}.{ext} and its sha256")
+        _need(ok, f"{where} ({iid}): files.{ext} must give path cases/{iid}.{ext} and its sha256")
 
 
 def load_golden(root: str | Path, names: Sequence[str] | None = None) -> GoldenSet:
-    """Read and check the golden set at ``root``; ``names`` selects cases (default: all).
+    """Read and check the golden set at ``root``; ``names`` selects instances by id (default: all).
 
-    Every file listed in the manifest is checksummed, even for unselected cases, so any change
-    to the set is caught; the selected cases are then decoded and checked against the manifest.
-    Raises GoldenError (one line) on any problem.
+    Every file listed in the manifest is checksummed, even for unselected instances, so any
+    change to the set is caught; the selected instances are then decoded and checked against the
+    manifest. Raises GoldenError (one line) on any problem.
     """
     root = Path(root)
     manifest = _read_manifest(root)
-    entries = {e["name"]: e for e in manifest["cases"]}
+    entries = {e["id"]: e for e in manifest["instances"]}
     for name in names or ():
-        _need(name in entries, f"case {name!r} is not in the golden set {root} (see {MANIFEST})")
+        _need(name in entries, f"instance {name!r} is not in the golden set {root} (see {MANIFEST})")
     for entry in entries.values():
         for f in entry["files"].values():
             path = root / f["path"]
             _need(path.is_file(), f"{root}: {f['path']} is missing")
             _need(sha256_file(path) == f["sha256"], f"{root}: {f['path']} fails its sha256 check (changed)")
     chosen = [n for n in entries if names is None or n in set(names)]
-    return GoldenSet(root, manifest, {n: _load_case(root, entries[n]) for n in chosen})
+    columns = manifest["columns"]
+    return GoldenSet(root, manifest, {n: _load_case(root, entries[n], columns) for n in chosen})
 
 
-def _load_case(root: Path, entry: dict[str, Any]) -> GoldenCase:
-    """Decode one case's JSON file, check it against the manifest entry and the npz twin."""
-    name = entry["name"]
-    where = f"cases/{name}.json"
+def _round(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A float array rounded to ``dtype`` (round to nearest even), in that dtype; others unchanged."""
+    if a.dtype.kind != "f":
+        return a
+    with np.errstate(over="ignore"):
+        return a.astype(dtype)
+
+
+def _load_case(root: Path, entry: dict[str, Any], columns: list[str]) -> GoldenCase:
+    """Decode one instance's JSON file, check it against the manifest entry and the npz twin."""
+    iid = entry["id"]
+    where = f"cases/{iid}.json"
     try:
         doc = loads((root / where).read_bytes())
     except (ValueError, UnicodeDecodeError) as exc:
         raise GoldenError(f"{where}: not valid JSON ({exc})") from None
-    _need(isinstance(doc, dict) and doc.get("case") == name, f"{where}: not the case file of {name!r}")
-    for key in ("inputs", "cotangent", "tangents", "outputs"):
+    _need(isinstance(doc, dict) and doc.get("instance") == iid, f"{where}: not the case file of {iid!r}")
+    for key in ("inputs", "cotangent", "outputs"):
         _need(key in doc, f"{where}: missing {key!r}")
     _need(isinstance(doc["outputs"], dict) and "value" in doc["outputs"], f"{where}: missing outputs.value")
     try:
-        arrays = {k: decode_array(v, f"{where}: {k}") for k, v in flatten(doc).items()}
+        arrays = {k: decode_array(v, f"{where}: {k}", allow_nonfinite="inf") for k, v in flatten(doc).items()}
     except ArrayFormatError as exc:
         raise GoldenError(str(exc)) from None
 
     specs = {i["name"]: i for i in entry["inputs"]}
     diff = [n for n, s in specs.items() if s["differentiable"]]
     out_shape = tuple(entry["output"]["shape"])
-    expected = {f"inputs/{n}": (tuple(s["shape"]), s["dtype"]) for n, s in specs.items()}
+    low = [c for c in columns if entry["tolerances"][c]["applicable"] and c not in ("float64", "float32")]
+    expected: dict[str, tuple[tuple[int, ...], str]] = {}
+    for n, s in specs.items():
+        expected[f"inputs/{n}"] = (tuple(s["shape"]), s["dtype"])
     expected["cotangent"] = (out_shape, "float64")
-    expected["outputs/value"] = (out_shape, "float64")
-    for n in diff:
-        expected[f"tangents/{n}"] = (tuple(specs[n]["shape"]), "float64")
-        expected[f"outputs/vjp/{n}"] = (tuple(specs[n]["shape"]), "float64")
+    for prefix in ["", *(f"columns/{c}/" for c in low)]:
+        expected[f"{prefix}outputs/value"] = (out_shape, "float64")
+        for n in diff:
+            expected[f"{prefix}outputs/vjp/{n}"] = (tuple(specs[n]["shape"]), "float64")
+    if entry.get("size") == "golden":
+        for n in diff:
+            expected[f"tangents/{n}"] = (tuple(specs[n]["shape"]), "float64")
     for key, (shape, dtype) in expected.items():
         _need(key in arrays, f"{where}: missing {key}")
         got = arrays[key]
         _need(got.shape == shape, f"{where}: {key} has shape {list(got.shape)}, manifest says {list(shape)}")
         _need(got.dtype.name == dtype, f"{where}: {key} has dtype {got.dtype.name}, expected {dtype}")
+    for key in ("cotangent", *(k for k in expected if k.startswith("inputs/"))):
+        a = arrays[key]
+        if a.dtype.kind == "f" and np.isposinf(a).any():
+            raise GoldenError(f"{where}: {key} holds +inf; inputs may only be masked with -inf")
     allowed = ("outputs/jvp", "outputs/hvp/", "outputs/jacobian/")
     extra = [k for k in arrays if k not in expected and not k.startswith(allowed)]
     _need(not extra, f"{where}: unexpected entries {extra}")
 
-    npz_name = f"cases/{name}.npz"
+    npz_name = f"cases/{iid}.npz"
     try:
         twin = load_npz(root / npz_name)
     except ArrayFormatError as exc:
         raise GoldenError(f"{root}/{exc}") from None
     _need(set(twin) == set(arrays), f"{npz_name}: holds {sorted(twin)}, the JSON file holds {sorted(arrays)}")
     for key, arr in arrays.items():
-        same = twin[key].dtype == arr.dtype and np.array_equal(twin[key], arr)
+        same = twin[key].dtype == arr.dtype and np.array_equal(twin[key], arr, equal_nan=False)
         _need(same, f"{npz_name}: {key} differs from the JSON file")
+
+    cols = {}
+    for c in columns:
+        t = entry["tolerances"][c]
+        if not t["applicable"]:
+            cols[c] = Column(c, False, t["reason"], {})
+            continue
+        outs = {k: (o["tolerance"], o["floor"]) for k, o in t["outputs"].items()}
+        if c in low:
+            p = f"columns/{c}/"
+            dt = np_dtype(c)
+            cols[c] = Column(
+                c, True, "", outs,
+                inputs={n: _round(arrays[f"inputs/{n}"], dt) for n in specs},
+                cotangent=_round(arrays["cotangent"], dt),
+                value=arrays[f"{p}outputs/value"],
+                vjp={n: arrays[f"{p}outputs/vjp/{n}"] for n in diff},
+            )
+        else:
+            cols[c] = Column(c, True, "", outs)
     return GoldenCase(
-        name=name,
+        name=iid,
         entry=entry,
         inputs={n: arrays[f"inputs/{n}"] for n in specs},
         cotangent=arrays["cotangent"],
         value=arrays["outputs/value"],
         vjp={n: arrays[f"outputs/vjp/{n}"] for n in diff},
-        tolerances={d: entry["tolerances"][d]["tolerance"] for d in ("float64", "float32")},
+        columns=cols,
     )

@@ -1,12 +1,21 @@
 """Check another implementation against a golden set (``jaxcalc verify``), element by element.
 
-For each case the implementation gets the golden inputs (floats cast to the chosen dtype,
-integers as int64) and the cotangent c, and returns F(inputs) and J^T c for each differentiable
-input. Each quantity is compared with the golden float64 value by the normwise relative error
-``max|got - expected| / max(max|expected|, 1e-30)`` against the case's tolerance for that dtype
-(from the manifest). A case passes when every quantity does; it is skipped when the
-implementation answers ``unsupported``; anything else (an error reply, a wrong shape, NaN, a
-missing VJP, a stall or crash) fails it with a one-line reason, and the next case still runs.
+For each instance the implementation gets the golden inputs and the cotangent c in the claimed
+dtype (float32: cast; bfloat16 and float16: rounded to the dtype, round to nearest even;
+integers as int64, masks as bool), and returns F(inputs) and J^T c for each differentiable input.
+Each quantity is compared with the column's float64 truth (for a low-precision column, the truth
+computed on the rounded inputs) by ``max|got - truth| / max(max|truth|, floor)`` against the
+instance's tolerance for that output and dtype (from the manifest); matching infinities compare
+equal, and NaN or an infinity where the truth is finite fails naming the element.
+
+**Dtype honesty.** Every array of a reply must be of the claimed dtype or hold only values that
+dtype represents exactly (under bfloat16: a bfloat16 array, or float32 values that are bfloat16
+values); a reply computed in higher precision fails with a message that says so.
+
+An instance passes when every quantity does; it is skipped when the implementation answers
+``unsupported`` or the column does not apply to it (with the reason); anything else (an error
+reply, a wrong shape, NaN, a missing VJP, a stall or crash) fails it with a one-line reason,
+and the next instance still runs.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxcalc.numerics import compare
+from jaxcalc.diagnose import diagnose
+from jaxcalc.numerics import FLOAT_DTYPES, compare, np_dtype
 from jaxcalc.oracle.arrays import ArrayFormatError, decode_array, encode_array
 from jaxcalc.oracle.golden import GoldenCase, GoldenSet
 from jaxcalc.oracle.protocol import Program, ReplyError, StartError
@@ -39,7 +49,7 @@ __all__ = [
     "result_json",
 ]
 
-DTYPES = ("float64", "float32")
+DTYPES = FLOAT_DTYPES
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -52,16 +62,19 @@ class Quantity(NamedTuple):
     got: float
     expected: float
     passed: bool
+    diagnosis: dict[str, Any] | None = None  # jaxcalc.diagnose: what kind of wrong, when it failed
 
 
 class CaseResult(NamedTuple):
-    """The verdict on one case: 'pass', 'FAIL' or 'skip', its quantities, and why it failed."""
+    """The verdict on one instance: 'pass', 'FAIL' or 'skip', its quantities, and why it failed."""
 
-    name: str
+    name: str  # the instance id
     verdict: str
     tolerance: float
     quantities: tuple[Quantity, ...]
     message: str = ""
+    shapes: str = ""
+    tolerances: tuple[float, ...] = ()  # per quantity
 
 
 def impl_program(target: str, timeout: float) -> Program:
@@ -82,62 +95,119 @@ def impl_program(target: str, timeout: float) -> Program:
     return Program([sys.executable, str(worker), target], timeout, hello=True)
 
 
-def request_for(case: GoldenCase, dtype: str) -> dict[str, Any]:
-    """The request body for ``case``: its inputs and cotangent, floats cast to ``dtype``."""
+def _column_arrays(case: GoldenCase, dtype: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The inputs and cotangent sent for ``dtype``: the column's own (low precision) or cast."""
+    col = case.columns.get(dtype)
+    if col is not None and col.inputs is not None:
+        return col.inputs, col.cotangent
+    dt = np_dtype(dtype)
 
     def cast(a: np.ndarray) -> np.ndarray:
-        return a.astype(dtype) if a.dtype.kind == "f" else a
+        return a.astype(dt) if a.dtype.kind == "f" else a
 
+    return {n: cast(a) for n, a in case.inputs.items()}, cast(case.cotangent)
+
+
+def request_for(case: GoldenCase, dtype: str) -> dict[str, Any]:
+    """The request body for ``case``: the case name, the instance id, inputs and cotangent in ``dtype``."""
+    inputs, ct = _column_arrays(case, dtype)
     return {
-        "case": case.name,
-        "inputs": {n: encode_array(cast(a)) for n, a in case.inputs.items()},
-        "cotangent": encode_array(cast(case.cotangent)),
+        "case": case.case,
+        "instance": case.name,
+        "inputs": {n: encode_array(a) for n, a in inputs.items()},
+        "cotangent": encode_array(ct),
     }
 
 
-def _quantity(name: str, got: np.ndarray, expected: np.ndarray, tol: float) -> Quantity:
-    c = compare(got, expected)
-    return Quantity(name, c.error, c.index, c.a_value, c.b_value, bool(c.finite and c.error <= tol))
+def _representable(got: np.ndarray, dtype: str) -> tuple[int, ...] | None:
+    """None when every value of ``got`` is exactly a ``dtype`` value, else the first index that is not."""
+    if got.dtype.name == dtype or dtype == "float64":
+        return None
+    dt = np_dtype(dtype)
+    narrower = got.dtype.kind == "f" and got.dtype.itemsize < dt.itemsize and "bfloat16" not in (got.dtype.name, dtype)
+    if narrower or (got.dtype.name == "bfloat16" and dtype == "float32"):
+        return None  # float16 values under float32, bfloat16 under float32: always exact
+    with np.errstate(over="ignore", invalid="ignore"):
+        back = got.astype(dt).astype(np.float64)
+    g = got.astype(np.float64)
+    bad = ~((back == g) | (np.isnan(back) & np.isnan(g)))
+    if not bad.any():
+        return None
+    return tuple(int(i) for i in np.unravel_index(int(np.flatnonzero(bad)[0]), got.shape))
+
+
+def _diagnosis(
+    case: GoldenCase, got: np.ndarray, expected: np.ndarray, tol: float, floor: float
+) -> dict[str, Any] | None:
+    """The diagnosis of a failed quantity, with the instance's dims and inputs as context."""
+    d = diagnose(got, expected, tol=tol, atol=floor, dims=case.entry.get("dims"), inputs=case.inputs)
+    return d.to_dict() if d is not None else None
+
+
+def _quantity(
+    case: GoldenCase, name: str, got: np.ndarray, expected: np.ndarray, tol: float, floor: float
+) -> Quantity:
+    c = compare(got, expected, atol=floor)
+    passed = bool(c.finite and c.error <= tol)
+    why = None if passed else _diagnosis(case, got, expected, tol, floor)
+    return Quantity(name, c.error, c.index, c.a_value, c.b_value, passed, why)
 
 
 def judge(case: GoldenCase, reply: dict[str, Any], dtype: str) -> CaseResult:
-    """Compare one reply (already matched by id) with the golden values of ``case``."""
-    tol = case.tolerances[dtype]
+    """Compare one reply (already matched by id) with the golden values of ``case`` in ``dtype``."""
+    col = case.columns[dtype]
+    tol = max((t for t, _ in col.outputs.values()), default=0.0)
+    shapes = case.shapes()
 
-    def fail(msg: str, done: list[Quantity]) -> CaseResult:
-        return CaseResult(case.name, "FAIL", tol, tuple(done), msg)
+    def fail(msg: str, done: list[Quantity], tols: list[float]) -> CaseResult:
+        return CaseResult(case.name, "FAIL", tol, tuple(done), msg, shapes, tuple(tols))
 
     if "error" in reply:
         if reply["error"] == "unsupported":
-            return CaseResult(case.name, "skip", tol, (), "unsupported")
-        return fail(f"implementation error: {str(reply['error'])[:300]}", [])
+            return CaseResult(case.name, "skip", tol, (), "unsupported", shapes)
+        return fail(f"implementation error: {str(reply['error'])[:300]}", [], [])
+    value = col.value if col.value is not None else case.value
+    vjps = col.vjp if col.vjp is not None else case.vjp
     done: list[Quantity] = []
-    wanted = [("value", reply.get("value"), case.value)]
+    tols: list[float] = []
+    wanted = [("value", "value", reply.get("value"), value)]
     vjp = reply.get("vjp")
     if "value" not in reply:
-        return fail("reply has no 'value'", done)
+        return fail("reply has no 'value'", done, tols)
     if not isinstance(vjp, dict):
-        return fail("reply has no 'vjp' object", done)
-    wanted += [(f"vjp {n}", vjp.get(n), case.vjp[n]) for n in case.diff_names]
-    for what, raw, expected in wanted:
+        return fail("reply has no 'vjp' object", done, tols)
+    wanted += [(f"vjp {n}", f"vjp/{n}", vjp.get(n), vjps[n]) for n in case.diff_names]
+    for what, key, raw, expected in wanted:
         if raw is None:
-            return fail(f"{what}: missing from the reply", done)
+            return fail(f"{what}: missing from the reply", done, tols)
         try:
             got = decode_array(raw, what, allow_nonfinite=True)
         except ArrayFormatError as exc:
-            return fail(str(exc), done)
+            return fail(str(exc), done, tols)
         if got.shape != expected.shape:
-            return fail(f"{what}: shape {list(got.shape)}, expected {list(expected.shape)}", done)
-        done.append(_quantity(what, got, expected, tol))
+            why = _diagnosis(case, got.astype(np.float64), expected, *col.outputs[key]) if got.size else None
+            hint = f": {why['line']}" if why and why["kind"] != "none" else ""
+            return fail(f"{what}: shape {list(got.shape)}, expected {list(expected.shape)}{hint}", done, tols)
+        where = _representable(got, dtype)
+        if where is not None:
+            return fail(
+                f"{what}: {got.dtype.name} value {float(got[where])!r} at [{', '.join(map(str, where))}] is not a "
+                f"{dtype} value: computed in higher precision than the claimed {dtype}",
+                done,
+                tols,
+            )
+        t, floor = col.outputs[key]
+        done.append(_quantity(case, what, got.astype(np.float64), expected, t, floor))
+        tols.append(t)
     extra = sorted(set(vjp) - set(case.diff_names))
     if extra:
-        return fail(f"vjp for {extra}: not differentiable inputs of {case.name}", done)
-    bad = [q for q in done if not q.passed]
+        return fail(f"vjp for {extra}: not differentiable inputs of {case.case}", done, tols)
+    bad = [(q, t) for q, t in zip(done, tols, strict=True) if not q.passed]
     if bad:
-        q = bad[0]
-        why = "is not finite" if not math.isfinite(q.error) else f"error {q.error:.2e} > {tol:.1e}"
-        return fail(f"{q.name} {why} at [{', '.join(map(str, q.index))}]", done)
-    return CaseResult(case.name, "pass", tol, tuple(done))
+        q, t = bad[0]
+        why = "is not finite" if not math.isfinite(q.error) else f"error {q.error:.2e} > {t:.1e}"
+        return fail(f"{q.name} {why} at [{', '.join(map(str, q.index))}]", done, tols)
+    return CaseResult(case.name, "pass", tol, tuple(done), "", shapes, tuple(tols))
 
 
 def verify_cases(golden: GoldenSet, program: Program, dtype: str) -> Iterator[CaseResult]:
@@ -145,16 +215,23 @@ def verify_cases(golden: GoldenSet, program: Program, dtype: str) -> Iterator[Ca
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}")
     for case in golden.cases.values():
+        col = case.columns.get(dtype)
+        if col is None:
+            yield CaseResult(case.name, "skip", 0.0, (), f"this golden set has no {dtype} column", case.shapes())
+            continue
+        if not col.applicable:
+            yield CaseResult(case.name, "skip", 0.0, (), f"not applicable in {dtype}: {col.reason}", case.shapes())
+            continue
         try:
             reply = program.ask(request_for(case, dtype))
         except ReplyError as exc:
-            yield CaseResult(case.name, "FAIL", case.tolerances[dtype], (), str(exc))
+            yield CaseResult(case.name, "FAIL", case.tolerances[dtype], (), str(exc), case.shapes())
             continue
         yield judge(case, reply, dtype)
 
 
 def summary_line(results: list[CaseResult]) -> str:
-    """Exactly ``N passed, M failed, K skipped``."""
+    """Exactly ``N passed, M failed, K skipped`` (counting instances)."""
     n = {v: sum(r.verdict == v for r in results) for v in ("pass", "FAIL", "skip")}
     return f"{n['pass']} passed, {n['FAIL']} failed, {n['skip']} skipped"
 
@@ -164,25 +241,31 @@ def _num(x: float) -> str:
 
 
 def format_result(r: CaseResult) -> list[str]:
-    """Table rows for one case: the first names it and its verdict, one row per quantity."""
+    """Table rows for one instance, each naming it: one row per quantity (the first also gives the
+    shapes), then the reason when it failed or was skipped."""
     rows = []
-    head = f"{r.name:24} {r.verdict:7}"
+    head = f"{r.name:32} {r.verdict:7}"
     for k, q in enumerate(r.quantities):
         where = "[" + ", ".join(map(str, q.index)) + "]"
         mark = "" if q.passed else "  <--"
+        tol = r.tolerances[k] if k < len(r.tolerances) else r.tolerance
+        shapes = f"  {r.shapes}" if k == 0 and r.shapes else ""
         rows.append(
-            f"{head if k == 0 else '':32} {q.name:16} {q.error:9.2e} {r.tolerance:8.1e} {where:>10} "
-            f"{_num(q.got):>17} {_num(q.expected):>17}{mark}"
+            f"{head} {q.name:16} {q.error:9.2e} {tol:8.1e} {where:>10} "
+            f"{_num(q.got):>17} {_num(q.expected):>17}{mark}{shapes}"
         )
+        if q.diagnosis:
+            rows.append(f"{head} {'':16} diagnosis: {q.diagnosis['line']}")
     if r.message:
-        rows.append(f"{head if not rows else '':32} {r.message}")
+        shapes = f"  {r.shapes}" if not rows and r.shapes else ""
+        rows.append(f"{head} {r.message}{shapes}")
     return rows
 
 
 def table_header() -> str:
     """The column titles of :func:`format_result` rows."""
     return (
-        f"{'case':24} {'verdict':7} {'quantity':16} {'error':>9} {'tol':>8} {'worst':>10} "
+        f"{'instance':32} {'verdict':7} {'quantity':16} {'error':>9} {'tol':>8} {'worst':>10} "
         f"{'got':>17} {'expected':>17}"
     )
 
@@ -190,7 +273,9 @@ def table_header() -> str:
 def result_json(r: CaseResult) -> dict[str, Any]:
     """One case's result as JSON-safe data (a non-finite error becomes null with finite false)."""
     return {
-        "case": r.name,
+        "instance": r.name,
+        "case": r.name.split("@")[0].split("~")[0],
+        "shapes": r.shapes,
         "verdict": r.verdict,
         "tolerance": r.tolerance,
         "message": r.message,
@@ -203,7 +288,9 @@ def result_json(r: CaseResult) -> dict[str, Any]:
                 "got": q.got if math.isfinite(q.got) else repr(q.got),
                 "expected": q.expected,
                 "passed": q.passed,
+                "tolerance": r.tolerances[k] if k < len(r.tolerances) else r.tolerance,
+                "diagnosis": q.diagnosis,
             }
-            for q in r.quantities
+            for k, q in enumerate(r.quantities)
         ],
     }

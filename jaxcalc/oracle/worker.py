@@ -84,8 +84,9 @@ def answer(module: types.ModuleType, request: Any) -> dict[str, Any]:
         fn = getattr(module, case, None) if isinstance(case, str) else None
         if not callable(fn):
             return {"id": rid, "error": "unsupported"}
-        inputs = {k: decode_array(v, f"inputs.{k}") for k, v in request["inputs"].items()}
-        cotangent = decode_array(request["cotangent"], "cotangent")
+        # inputs may hold -inf (masks), written as the string "-inf"
+        inputs = {k: decode_array(v, f"inputs.{k}", allow_nonfinite=True) for k, v in request["inputs"].items()}
+        cotangent = decode_array(request["cotangent"], "cotangent", allow_nonfinite=True)
     except (KeyError, TypeError, AttributeError, ArrayFormatError) as exc:
         return {"id": rid, "error": f"bad request: {exc}"}
     try:

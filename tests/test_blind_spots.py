@@ -1,0 +1,202 @@
+"""Realistic kernel and engine bugs that live outside the tiny golden box, each caught by the default
+export's instances: on its own case, in the instance that exercises it.
+
+Each bug is a small NumPy (or PyTorch, for the low-precision columns) implementation of one case,
+loaded by ``jaxcalc verify --impl`` on top of the correct example, so every other case stays right.
+Where the bug is invisible at the golden size in the typical regime, the test also shows that: the
+golden instance passes while the instance built for the bug class fails.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from jaxcalc.cases import instance
+from jaxcalc.cli import main
+from jaxcalc.oracle.export import export_golden
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+# (bug id, case, source of the buggy function, instance that must fail, golden passes?, dtype)
+BUGS = [
+    ("softmax-without-max-shift", "softmax", """
+        def softmax(inputs, c):
+            e = np.exp(inputs["x"])
+            y = e / e.sum(-1, keepdims=True)
+            return y, {"x": y * (c - (c * y).sum(-1, keepdims=True))}
+        """, "softmax~large", True, "float64"),
+    ("logsumexp-without-max-shift", "logsumexp", """
+        def logsumexp(inputs, c):
+            e = np.exp(inputs["x"])
+            return np.log(e.sum(-1)), {"x": c[..., None] * e / e.sum(-1, keepdims=True)}
+        """, "logsumexp~large", True, "float64"),
+    ("cross-entropy-without-max-shift", "softmax_cross_entropy", """
+        def softmax_cross_entropy(inputs, c):
+            z, y = inputs["logits"], inputs["labels"]
+            e = np.exp(z)
+            p = e / e.sum(-1, keepdims=True)
+            rows = np.arange(len(y))
+            g = p.copy()
+            g[rows, y] -= 1.0
+            return np.asarray(-np.log(p[rows, y]).mean()), {"logits": c * g / len(y)}
+        """, "softmax_cross_entropy~large", True, "float64"),
+    ("log-of-softmax", "log_softmax", """
+        def log_softmax(inputs, c):
+            x = inputs["x"]
+            e = np.exp(x - x.max(-1, keepdims=True))
+            p = e / e.sum(-1, keepdims=True)
+            return np.log(p), {"x": c - p * c.sum(-1, keepdims=True)}
+        """, "log_softmax~large", True, "float64"),
+    ("softplus-as-log1p-exp", "softplus", """
+        def softplus(inputs, c):
+            e = np.exp(inputs["x"])
+            return np.log(1.0 + e), {"x": c * e / (1.0 + e)}
+        """, "softplus~large", True, "float64"),
+    ("tanh-from-exp", "tanh", """
+        def tanh(inputs, c):
+            e = np.exp(2.0 * inputs["x"])
+            t = (e - 1.0) / (e + 1.0)
+            return t, {"x": c * (1.0 - t * t)}
+        """, "tanh~large", True, "float64"),
+    ("bce-through-log-sigmoid", "logistic_regression", """
+        def logistic_regression(inputs, c):
+            X, w, b, y = inputs["X"], inputs["w"], inputs["b"], inputs["y"]
+            z = X @ w + b
+            s = 1.0 / (1.0 + np.exp(-z))
+            loss = -(y * np.log(s) + (1.0 - y) * np.log(1.0 - s)).mean()
+            g = c * (s - y) / z.size
+            return np.asarray(loss), {"X": np.outer(g, w), "w": X.T @ g, "b": np.asarray(g.sum()), "y": -c * z / z.size}
+        """, "logistic_regression~large", True, "float64"),
+    ("one-pass-variance", "layernorm", """
+        def layernorm(inputs, c):
+            x, gamma, beta = inputs["x"], inputs["gamma"], inputs["beta"]
+            mu = x.mean(-1, keepdims=True)
+            var = (x * x).mean(-1, keepdims=True) - mu * mu   # E[x^2] - E[x]^2
+            r = 1.0 / np.sqrt(var + 1e-5)
+            xh = (x - mu) * r
+            dxh = c * gamma
+            dx = r * (dxh - dxh.mean(-1, keepdims=True) - xh * (dxh * xh).mean(-1, keepdims=True))
+            return gamma * xh + beta, {"x": dx, "gamma": (c * xh).sum(0), "beta": c.sum(0)}
+        """, "layernorm~offset", True, "float64"),
+    ("flash-attention-without-rescale", "attention", """
+        _correct = attention
+        def attention(inputs, c):
+            q, k, v = inputs["q"], inputs["k"], inputs["v"]
+            s = q @ k.T / math.sqrt(q.shape[-1])
+            m = np.full((q.shape[0], 1), -np.inf)
+            l = np.zeros((q.shape[0], 1))
+            acc = np.zeros((q.shape[0], v.shape[1]))
+            for t in range(0, k.shape[0], 64):   # key tiles of 64
+                st = s[:, t:t + 64]
+                m_new = np.maximum(m, st.max(-1, keepdims=True))
+                p = np.exp(st - m_new)
+                if t == 0:
+                    acc, l = p @ v[t:t + 64], p.sum(-1, keepdims=True)
+                else:   # the bug: acc and l are not rescaled by exp(m - m_new) when the max grows
+                    acc, l = acc + p @ v[t:t + 64], l + p.sum(-1, keepdims=True)
+                m = m_new
+            return acc / l, _correct(inputs, c)[1]
+        """, "attention@tiles", True, "float64"),
+    ("causal-mask-only-in-the-diagonal-tile", "causal_self_attention", """
+        _correct_tril = np.tril
+        def _tile_tril(a, k=0):
+            i, j = np.indices(a.shape)
+            same = (i // 32) == (j // 32)
+            return np.where(same, _correct_tril(a, k), a)   # blocks above the diagonal tile stay visible
+        def causal_self_attention(inputs, c, _f=causal_self_attention):
+            np.tril = _tile_tril
+            try:
+                return _f(inputs, c)
+            finally:
+                np.tril = _correct_tril
+        """, "causal_self_attention@tiles", True, "float64"),
+    ("matmul-drops-the-last-partial-tile", "linear", """
+        def linear(inputs, c):
+            x, W, b = inputs["x"], inputs["W"], inputs["b"]
+            K = x.shape[-1]
+            k = K if K <= 32 else 32 * (K // 32)   # past one tile, the partial tile is dropped
+            return x[:, :k] @ W[:k] + b, {"x": c @ W.T, "W": x.T @ c, "b": c.sum(0)}
+        """, "linear@tiles", True, "float64"),
+    ("float16-element-counter", "mse", """
+        def mse(inputs, c):
+            r = inputs["pred"] - inputs["target"]
+            n = min(r.size, 2048)   # a float16 counter stops at 2048: 2048 + 1 rounds to 2048
+            d = c * 2.0 * r / n
+            return np.asarray((r * r).sum() / n), {"pred": d, "target": -d}
+        """, "mse@tiles", True, "float64"),
+    ("embedding-sums-two-repeats", "embedding", """
+        def embedding(inputs, c):
+            ids, table = inputs["ids"], inputs["table"]
+            d = np.zeros_like(table)
+            seen = {}
+            for i, v in enumerate(ids.reshape(-1)):
+                seen[v] = seen.get(v, 0) + 1
+                if seen[v] <= 2:   # the bug: a third repeat is dropped
+                    d[v] += c.reshape(-1, table.shape[-1])[i]
+            return table[ids], {"table": d}
+        """, "embedding@tiles", False, "float64"),
+    ("ids-stored-as-int16", "embedding", """
+        def embedding(inputs, c):
+            ids, table = inputs["ids"].astype(np.int16), inputs["table"]   # 32770 wraps to -32766
+            d = np.zeros_like(table)
+            np.add.at(d, ids.reshape(-1), c.reshape(-1, table.shape[-1]))
+            return table[ids], {"table": d}
+        """, "embedding@tiles", True, "float64"),
+    ("float32-gradient-scaled-by-1.001", "softmax", """
+        def softmax(inputs, c):
+            x = inputs["x"]
+            e = np.exp(x - x.max(-1, keepdims=True))
+            y = e / e.sum(-1, keepdims=True)
+            return y, {"x": (y * (c - (c * y).sum(-1, keepdims=True)) * np.float32(1.001)).astype(x.dtype)}
+        """, "softmax", False, "float32"),
+]
+
+TARGETS = sorted({b[4] for b in BUGS} | {b[1] for b in BUGS})
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The instances of the default export these bugs need (the same ids, sizes and regimes)."""
+    from jaxcalc.cases import parse_instance_id
+
+    dest = tmp_path_factory.mktemp("blind") / "golden"
+    export_golden(dest, [instance(*parse_instance_id(t)[:3]) for t in TARGETS])
+    return dest
+
+
+def _impl(tmp_path: Path, source: str, base: str = "numpy_impl") -> Path:
+    path = tmp_path / "buggy.py"
+    header = f"import math, sys\nimport numpy as np\nsys.path.insert(0, {str(EXAMPLES)!r})\nfrom {base} import *\n"
+    path.write_text(header + textwrap.dedent(source))
+    return path
+
+
+def _verify(golden: Path, impl: Path, case: str, dtype: str, tmp_path: Path, capsys) -> dict:
+    report = tmp_path / "report.json"
+    capsys.readouterr()
+    rc = main(["verify", str(golden), "--impl", str(impl), "--cases", case, "--dtype", dtype, "--json", str(report)])
+    out = capsys.readouterr().out
+    data = json.loads(report.read_text())
+    assert rc == (1 if any(r["verdict"] == "FAIL" for r in data["instances"]) else 0), out
+    return {r["instance"]: r for r in data["instances"]}
+
+
+@pytest.mark.parametrize("bug", BUGS, ids=[b[0] for b in BUGS])
+def test_bug_fails_in_its_instance(bug, golden: Path, tmp_path: Path, capsys) -> None:
+    _, case, source, target, golden_passes, dtype = bug
+    rows = _verify(golden, _impl(tmp_path, source), case, dtype, tmp_path, capsys)
+    assert rows[target]["verdict"] == "FAIL", rows[target]
+    assert all(r["instance"].split("@")[0].split("~")[0] == case for r in rows.values())
+    if golden_passes:  # the bug lives outside the tiny box: the golden instance alone would miss it
+        assert rows[case]["verdict"] == "pass", rows[case]
+
+
+def test_correct_examples_pass_every_target(golden: Path, tmp_path: Path, capsys) -> None:
+    """The control: the correct NumPy example passes every instance the bugs above fail."""
+    for case in sorted({b[1] for b in BUGS}):
+        rows = _verify(golden, EXAMPLES / "numpy_impl.py", case, "float64", tmp_path, capsys)
+        assert all(r["verdict"] == "pass" for r in rows.values()), rows
