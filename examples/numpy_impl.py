@@ -469,3 +469,15 @@ def adam_step(
     dv1 = cv + cp * lr * mhat / (den * den) / (2.0 * root) / c2  # dp'/dv' = lr mhat / den**2 / (2 root c2)
     grads = {"p": cp, "g": dm1 * (1.0 - b1) + dv1 * (1.0 - b2) * 2.0 * g, "m": dm1 * b1, "v": dv1 * b2}
     return np.stack([p1, m1, v1]), grads
+
+
+# The primitive cases live beside this file; loaded by path, its folder may be off sys.path.
+import sys as _sys  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+if str(_Path(__file__).resolve().parent) not in _sys.path:
+    _sys.path.append(str(_Path(__file__).resolve().parent))
+from numpy_primitives import *  # noqa: E402, F403
+from numpy_primitives import __all__ as _primitives  # noqa: E402
+
+__all__ += _primitives

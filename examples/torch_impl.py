@@ -313,10 +313,12 @@ def adam_step(p: T, g: T, m: T, v: T) -> T:
     return torch.stack([p1, m1, v1])
 
 
-# The blocks and generative models live beside this file (verify puts its folder on sys.path; so
-# does this line, for a loader that does not).
+# The blocks, the generative models and the primitives live beside this file (verify puts its
+# folder on sys.path; so does this line, for a loader that does not).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_blocks import *  # noqa: E402, F403
 from torch_blocks import __all__ as _blocks  # noqa: E402
+from torch_primitives import *  # noqa: E402, F403
+from torch_primitives import __all__ as _primitives  # noqa: E402
 
-__all__ += _blocks
+__all__ += _blocks + _primitives

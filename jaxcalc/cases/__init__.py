@@ -25,6 +25,7 @@ from jaxcalc.cases import blocks  # noqa: F401, E402, I001
 from jaxcalc.cases import recurrent  # noqa: F401, E402, I001
 from jaxcalc.cases import conv  # noqa: F401, E402, I001
 from jaxcalc.cases import moe  # noqa: F401, E402, I001
+from jaxcalc.cases import elementwise, unary, reductions, shapes, extras  # noqa: F401, E402, I001
 from jaxcalc.cases._base import (
     DEFAULT_SIZES,
     MAX_INSTANCE_ELEMENTS,
