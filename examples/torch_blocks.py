@@ -7,11 +7,14 @@ with NumPy arrays in and out, computed in the dtype received. Needs ``torch`` (C
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+import os as _os
+import sys as _sys
+
+_sys.path.insert(0, _os.path.dirname(_os.path.abspath(__file__)))  # torch_common lives beside this file
+from torch_common import Inputs, Result, T, _autograd  # noqa: E402, F401
 
 __all__ = [
     "vae_elbo", "ddpm_loss", "gan_losses", "gpt_lm_loss", "backprop_mlp", "gqa_attention",
@@ -20,31 +23,8 @@ __all__ = [
     "avg_pool2d", "selective_scan", "moe_top2",
 ]  # fmt: skip
 
-Inputs = dict[str, np.ndarray]
-Result = tuple[np.ndarray, dict[str, np.ndarray]]
-T = torch.Tensor
 
 
-def _autograd(forward: Callable[..., T]) -> Callable[[Inputs, np.ndarray], Result]:
-    """Wrap ``forward(**tensors)``: float inputs get requires_grad; int and bool inputs stay as they are."""
-
-    def case(inputs: Inputs, cotangent: np.ndarray) -> Result:
-        tensors = {k: torch.from_numpy(np.array(a, copy=True)) for k, a in inputs.items()}
-        floats = [k for k, t in tensors.items() if t.is_floating_point()]
-        for k in floats:
-            tensors[k].requires_grad_(True)
-        out = forward(**tensors)
-        ct = torch.from_numpy(np.array(cotangent, copy=True)).to(out.dtype)
-        grads = torch.autograd.grad(out, [tensors[k] for k in floats], grad_outputs=ct, allow_unused=True)
-        vjp = {
-            k: (torch.zeros_like(tensors[k]) if g is None else g).numpy()
-            for k, g in zip(floats, grads, strict=True)
-        }
-        return out.detach().numpy(), vjp
-
-    case.__name__ = case.__qualname__ = forward.__name__
-    case.__doc__ = forward.__doc__
-    return case
 
 
 def _heads(a: T, n: int) -> T:

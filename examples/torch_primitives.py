@@ -8,10 +8,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import os as _os
+import sys as _sys
 
-Inputs = dict[str, np.ndarray]
-Result = tuple[np.ndarray, dict[str, np.ndarray]]
-T = torch.Tensor
+_sys.path.insert(0, _os.path.dirname(_os.path.abspath(__file__)))  # torch_common lives beside this file
+from torch_common import Inputs, Result, T, _autograd  # noqa: E402, F401
+
 
 __all__ = [
     "add", "sub", "mul", "div", "pow", "maximum", "minimum", "where",
@@ -24,26 +26,6 @@ __all__ = [
 ]  # fmt: skip
 
 
-def _autograd(forward: Callable[..., T]) -> Callable[[Inputs, np.ndarray], Result]:
-    """Wrap ``forward(**tensors)``: float inputs require grad; the VJP is torch.autograd.grad."""
-
-    def case(inputs: Inputs, cotangent: np.ndarray) -> Result:
-        tensors = {k: torch.from_numpy(np.array(a, copy=True)) for k, a in inputs.items()}
-        floats = [k for k, t in tensors.items() if t.is_floating_point()]
-        for k in floats:
-            tensors[k].requires_grad_(True)
-        out = forward(**tensors)
-        ct = torch.from_numpy(np.array(cotangent, copy=True)).to(out.dtype)
-        grads = torch.autograd.grad(out, [tensors[k] for k in floats], grad_outputs=ct, allow_unused=True)
-        vjp = {
-            k: (torch.zeros_like(tensors[k]) if g is None else g).numpy()
-            for k, g in zip(floats, grads, strict=True)
-        }
-        return out.detach().numpy(), vjp
-
-    case.__name__ = case.__qualname__ = forward.__name__
-    case.__doc__ = forward.__doc__
-    return case
 
 
 def _binary(name: str, op: Callable[[T, T], T]) -> Callable[[Inputs, np.ndarray], Result]:

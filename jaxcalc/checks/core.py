@@ -25,9 +25,7 @@ the crossed entries alone is reported as ``kink``, not as a wrong gradient.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import jax
@@ -361,39 +359,22 @@ def _hessian_checks(ctx: Context, w, handwritten: bool, tols, in_el):
 
 
 def check_case(case, dtype: Any = "float64", mode: str = "full") -> Report:
-    """Run every check on a catalogue case at its seeded inputs and probes, in ``dtype``."""
-    inputs = case.sample(dtype)
-    ct, tangents = case.probes(dtype)
-    return run_checks(
-        case.name,
-        case.forward,
-        tuple(inputs.values()),
-        diff_idx=case.diff_index,
-        names=case.diff_names,
-        ct=ct,
-        tangents=tuple(tangents.values()),
-        vjp=case.vjp,
-        jvp=case.jvp,
-        chain=case.chain,
-        mode=mode,
-        dtype=dtype,
-    )
+    """Run every check on a catalogue case (its golden instance) or on an instance, in ``dtype``;
+    see :func:`jaxcalc.checks.instances.check_instance`."""
+    from jaxcalc.cases import Instance, instance
+    from jaxcalc.checks.instances import check_instance
+
+    return check_instance(case if isinstance(case, Instance) else instance(case), dtype=dtype, mode=mode)
 
 
 def check_cases(
     cases: Sequence[Any], dtype: Any = "float64", mode: str = "full", workers: int | None = None
 ) -> Iterator[tuple[Any, Report]]:
-    """Check several cases, yielding (case, Report) in order as each finishes.
+    """Check several cases (their golden instances) or instances, yielding (item, Report) in order;
+    see :func:`jaxcalc.checks.instances.check_instances`."""
+    from jaxcalc.cases import Instance, instance
+    from jaxcalc.checks.instances import check_instances
 
-    XLA compiles outside the GIL, so ``workers`` threads (default: the CPU count, at most 4)
-    overlap one case's compilation with the next case's tracing.
-    """
-    workers = workers or min(4, os.cpu_count() or 1)
-    if workers <= 1 or len(cases) <= 1:
-        for case in cases:
-            yield case, check_case(case, dtype=dtype, mode=mode)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(check_case, c, dtype, mode) for c in cases]
-        for case, fut in zip(cases, futures, strict=True):
-            yield case, fut.result()
+    insts = [c if isinstance(c, Instance) else instance(c) for c in cases]
+    for item, (_, report) in zip(cases, check_instances(insts, dtype, mode, workers), strict=True):
+        yield item, report
