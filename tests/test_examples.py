@@ -379,7 +379,7 @@ PLANTS = (
     ),
     (
         "float32-gradient-scaled-by-1.001",
-        "torch_impl.py",
+        "torch_common.py",
         "grad_outputs=ct,",
         "grad_outputs=ct * 1.001,",
         "softmax_cross_entropy",
@@ -394,9 +394,13 @@ def _plant(tmp_path: Path, example: str, old: str, new: str) -> list[str]:
     source = (EXAMPLES / example).read_text()
     assert source.count(old) == 1, f"{example} no longer contains {old!r} exactly once"
     dest = tmp_path / Path(example).name
+    for sibling in EXAMPLES.glob("*.py"):  # the modules an example imports from its own folder
+        (tmp_path / sibling.name).write_text(sibling.read_text())
     dest.write_text(source.replace(old, new))
     if example.endswith(".js"):
         return ["--cmd", f"node {shlex.quote(str(dest))}"]
+    if example == "torch_common.py":  # the shared wrapper: the example that imports it is verified
+        return ["--impl", str(tmp_path / "torch_impl.py")]
     return ["--impl", str(dest)]
 
 

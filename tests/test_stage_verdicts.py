@@ -27,6 +27,8 @@ def golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _plant(tmp_path: Path, old: str, new: str) -> Path:
     source = (EXAMPLES / "numpy_impl.py").read_text()
     assert source.count(old) == 1
+    for sibling in EXAMPLES.glob("*.py"):  # the modules the example imports from its own folder
+        (tmp_path / sibling.name).write_text(sibling.read_text())
     path = tmp_path / "numpy_impl.py"
     path.write_text(source.replace(old, new))
     return path

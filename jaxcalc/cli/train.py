@@ -538,6 +538,8 @@ def _worker(args: argparse.Namespace) -> int:
     """One process of a distributed run, under :func:`_supervise`; never returns normally on failure."""
     out_fd, err_fd = (int(fd) for fd in os.environ.pop(_WORKER_ENV).split(","))
     sys.stdout, sys.stderr = os.fdopen(out_fd, "w", buffering=1), os.fdopen(err_fd, "w", buffering=1)
+    # SIGTERM ends a worker outright: its supervisor names the signal in the run's one error line
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _watch_parent()
     from jaxcalc.parallel import initialize
 
