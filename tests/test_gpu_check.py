@@ -50,7 +50,7 @@ def test_gpu_check_smoke_runs_every_step_and_writes_json_and_markdown(tmp_path):
         rows = {r["name"]: r["figures"] for r in report["workloads"]["transformer_step"]["rows"]}
         assert {"handwritten", "jax.grad"} <= set(rows)
         # bfloat16 rounds the parameters to 8 bits, so the first update's difference is coarse
-        assert rows["handwritten"]["update error"]["value"] < (1e-4 if dtype == "float32" else 0.25)
+        assert rows["handwritten"]["update error"]["value"] <= (1e-4 if dtype == "float32" else 0.25)
     text = md.read_text()
     assert "| step | status |" in text and all(f"| {name} |" in text for name in STEPS)
     if bf16 != "ok":
