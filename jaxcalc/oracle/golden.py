@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxcalc.numerics import np_dtype
+from jaxcalc.numerics import LOW_PRECISION_DTYPES, np_dtype
 from jaxcalc.oracle import safety
 from jaxcalc.oracle.arrays import ArrayFormatError, decode_array, load_npz, loads
 
@@ -325,7 +325,7 @@ def _load_case(root: Path, entry: dict[str, Any], columns: list[str]) -> GoldenC
     specs = {i["name"]: i for i in entry["inputs"]}
     diff = [n for n, s in specs.items() if s["differentiable"]]
     out_shape = tuple(entry["output"]["shape"])
-    low = [c for c in columns if entry["tolerances"][c]["applicable"] and c not in ("float64", "float32")]
+    low = [c for c in columns if entry["tolerances"][c]["applicable"] and c in LOW_PRECISION_DTYPES]
     expected: dict[str, tuple[tuple[int, ...], str]] = {}
     for n, s in specs.items():
         expected[f"inputs/{n}"] = (tuple(s["shape"]), s["dtype"])
