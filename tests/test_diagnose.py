@@ -264,7 +264,7 @@ def linear(inputs, ct):
 
 
 def test_verify_prints_a_diagnosis_under_each_failing_row(tmp_path, cli):
-    from jaxcalc.oracle.export import export_golden
+    from jaxcalc.oracle.exporter import export_golden
 
     export_golden(tmp_path / "g", [instance(n) for n in ("mse", "embedding", "linear")], workers=1)
     impl = tmp_path / "buggy.py"

@@ -29,7 +29,7 @@ from jaxcalc.cases import REGISTRY, Case, Instance, instance, instances, of_diff
 from jaxcalc.cli import main
 from jaxcalc.numerics import compare, reference_mode
 from jaxcalc.oracle.arrays import decode_array, encode_array
-from jaxcalc.oracle.export import export_golden
+from jaxcalc.oracle.exporter import export_golden
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

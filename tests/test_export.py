@@ -23,7 +23,7 @@ from jaxcalc.cases._base import uniform
 from jaxcalc.numerics import COLUMNS, compare, reference_mode
 from jaxcalc.oracle import reference as ref
 from jaxcalc.oracle.arrays import decode_array, encode_array, load_npz, loads, npz_bytes
-from jaxcalc.oracle.export import ExportError, export_golden
+from jaxcalc.oracle.exporter import ExportError, export_golden
 from jaxcalc.oracle.golden import flatten, load_golden, sha256_file
 
 # Cases from the DESIGN catalogue: a scalar loss, one with integer labels, one with two inputs.

@@ -23,7 +23,7 @@ import pytest
 from jaxcalc.cases import get_case
 from jaxcalc.oracle import safety
 from jaxcalc.oracle.arrays import ArrayFormatError, decode_array, load_npz, loads, npz_bytes
-from jaxcalc.oracle.export import ExportError, export_golden
+from jaxcalc.oracle.exporter import ExportError, export_golden
 from jaxcalc.oracle.golden import GoldenError, load_golden, sha256_file
 from jaxcalc.oracle.protocol import _Session
 

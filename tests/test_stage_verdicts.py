@@ -10,7 +10,7 @@ import pytest
 
 from jaxcalc.cases import instance, stage_instances
 from jaxcalc.cli import main
-from jaxcalc.oracle.export import export_golden
+from jaxcalc.oracle.exporter import export_golden
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DGAMMA = "np.sum(dy * xhat, axis=lead), np.sum(dy, axis=lead)"

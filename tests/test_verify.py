@@ -19,7 +19,7 @@ import pytest
 
 from jaxcalc.cases import get_case
 from jaxcalc.oracle.arrays import ArrayFormatError, decode_array
-from jaxcalc.oracle.export import export_golden
+from jaxcalc.oracle.exporter import export_golden
 from jaxcalc.oracle.golden import sha256_file
 
 # From the DESIGN catalogue: two scalar seeds, a matrix-valued map, a loss with integer labels.

@@ -46,6 +46,7 @@ from jaxcalc.cases._base import (
     stage_instances,
     register,
 )
+from jaxcalc.cases.select import parse_dims, select_instances  # noqa: E402
 
 __all__ = [
     "DEFAULT_SIZES",
@@ -57,6 +58,8 @@ __all__ = [
     "Input",
     "Instance",
     "SpecError",
+    "select_instances",
+    "parse_dims",
     "UnknownCaseError",
     "case_names",
     "get_case",

@@ -38,11 +38,12 @@ def run(args: argparse.Namespace) -> int:
 
     from jaxcalc.cli import UsageError
     from jaxcalc.cli._select import select_instances
+    from jaxcalc import oracle
     from jaxcalc.numerics import FLOAT_DTYPES
-    from jaxcalc.oracle.export import ExportError, export_golden
+    from jaxcalc.oracle.exporter import ExportError
     from jaxcalc.oracle.reference import DisagreementError, Reference
 
-    todo = select_instances(args, ("golden", "tiles"), stages=True)
+    todo = select_instances(args, oracle.DEFAULT_EXPORT_SIZES, stages=True)
     start = time.perf_counter()
     shown = []
     cols = [c for c in FLOAT_DTYPES if c != "float64"]
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             tqdm.write(f"{r.instance.id:32} {shape:>12} {r.handwritten_error:13.2e} {tols}", file=sys.stdout)
 
     try:
-        manifest = export_golden(args.dir, todo, force=args.force, progress=show)
+        manifest = oracle.export(args.dir, instances=todo, force=args.force, progress=show)
     except ExportError as exc:
         raise UsageError(str(exc)) from None
     except DisagreementError as exc:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the CLI keeps heavy imports inside run()
     from jaxcalc.oracle.golden import GoldenSet
-    from jaxcalc.oracle.protocol import Program
-    from jaxcalc.oracle.verify import CaseResult
+    from jaxcalc.oracle.verifier import CaseResult
 
 
 def _timeout(text: str) -> float:
@@ -78,90 +75,53 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jaxcalc import oracle
     from jaxcalc.cli import UsageError
-    from jaxcalc.oracle import verify as v
-    from jaxcalc.oracle.golden import GoldenError, load_golden
-    from jaxcalc.oracle.protocol import Program, StartError
+    from jaxcalc.cli._common import write_json
+    from jaxcalc.oracle import verifier as v
     from jaxcalc.oracle.safety import check_writable
 
     if args.json and (problem := check_writable(args.json)):
         raise UsageError(problem)
-    from jaxcalc.cli._select import filter_entries
-    from jaxcalc.oracle.golden import _read_manifest
-
-    try:
-        manifest = _read_manifest(Path(args.dir))
-        chosen = None
-        if args.cases or args.sizes or args.regimes:
-            chosen = filter_entries(manifest["instances"], args)
-        golden = load_golden(args.dir, chosen)
-    except GoldenError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        if args.impl is not None:
-            program = v.impl_program(args.impl, args.timeout)
-            label = f"--impl {args.impl}"
-        else:
-            try:
-                argv = shlex.split(args.cmd)
-            except ValueError as exc:
-                raise UsageError(f"--cmd: cannot split {args.cmd!r}: {exc}") from None
-            if not argv:
-                raise UsageError("--cmd: empty command")
-            program = Program(argv, args.timeout)
-            label = f"--cmd {args.cmd}"
-        with program:
-            program.start()
-            results = _run(golden, program, args, label)
-    except StartError as exc:
-        raise UsageError(str(exc)) from None
-    if not any(r.verdict == "pass" for r in results) and not any(r.verdict == "FAIL" for r in results):
-        # Nothing was checked: under CI a broken adapter must not read as a pass.
-        print(f"error: nothing was verified: all {len(results)} cases were skipped", file=sys.stderr)
-        return 1
-    return 1 if any(r.verdict == "FAIL" for r in results) else 0
-
-
-def _run(golden: GoldenSet, program: Program, args: argparse.Namespace, label: str) -> list[CaseResult]:
-    """Verify every selected case, printing rows as they come; write the JSON report if asked."""
-    from jaxcalc.cli._common import write_json
-    from jaxcalc.oracle import verify as v
-
     quiet = args.json == "-"
-    p = golden.manifest.get("producer", {})
-    if not quiet:
-        print(
-            f"verifying {label} in {args.dtype} against {golden.root} ({len(golden.cases)} instances; "
-            f"golden values from jax {p.get('jax', '?')} on {p.get('backend', '?')})"
-        )
-        print(v.table_header())
-    results = []
-    for r in v.verify_cases(golden, program, args.dtype):
-        results.append(r)
+    label = f"--impl {args.impl}" if args.impl is not None else f"--cmd {args.cmd}"
+
+    def start(golden: GoldenSet) -> None:
+        if not quiet:
+            p = golden.manifest.get("producer", {})
+            print(
+                f"verifying {label} in {args.dtype} against {golden.root} ({len(golden.cases)} instances; "
+                f"golden values from jax {p.get('jax', '?')} on {p.get('backend', '?')})"
+            )
+            print(v.table_header())
+
+    def row(r: CaseResult) -> None:
         if not quiet:
             print("\n".join(v.format_result(r)), flush=True)
-    line = v.summary_line(results)
-    stages = v.stage_lines(golden, results)
+
+    try:
+        report = oracle.verify(
+            args.dir,
+            impl=args.impl,
+            cmd=args.cmd,
+            dtype=args.dtype,
+            cases=args.cases,
+            sizes=args.sizes,
+            regimes=args.regimes,
+            timeout=args.timeout,
+            on_start=start,
+            on_result=row,
+        )
+    except (oracle.GoldenError, oracle.StartError) as exc:
+        raise UsageError(str(exc)) from None
     if not quiet:
-        for text in stages.values():
+        for text in report.stages.values():
             print(text)
+        print(report.summary)
     if args.json:
-        report = {
-            "golden": str(golden.root),
-            "producer": p,
-            "implementation": label,
-            "dtype": args.dtype,
-            "instances": [v.result_json(r) for r in results],
-            "stages": stages,
-            "summary": line,
-            "passed": sum(r.verdict == "pass" for r in results),
-            "failed": sum(r.verdict == "FAIL" for r in results),
-            "skipped": sum(r.verdict == "skip" for r in results),
-        }
-        if not quiet:
-            print(line)
-        write_json(args.json, report, allow_nan=False)
-        return results
-    if not quiet:
-        print(line)
-    return results
+        write_json(args.json, report.to_json(), allow_nan=False)
+    if not report.passed and not report.failed:
+        # Nothing was checked: under CI a broken adapter must not read as a pass.
+        print(f"error: nothing was verified: all {len(report.results)} cases were skipped", file=sys.stderr)
+        return 1
+    return 0 if report.ok else 1

@@ -44,6 +44,8 @@ __all__ = [
     "flatten",
     "sha256_file",
     "load_golden",
+    "read_manifest",
+    "select_entries",
 ]
 
 FORMAT = "jaxcalc-golden"
@@ -251,6 +253,51 @@ def _check_entry(entry: Any, where: str, columns: list[str]) -> None:
         ok = ok and isinstance(f.get("sha256"), str) and len(f["sha256"]) == 64
         ok = ok and (f.get("bytes") is None or (type(f["bytes"]) is int and f["bytes"] >= 0))
         _need(ok, f"{where} ({iid}): files.{ext} must give path cases/{iid}.{ext} and its sha256")
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    """The checked manifest of the golden set at ``root`` (no case file is read); GoldenError if bad."""
+    return _read_manifest(Path(root))
+
+
+def select_entries(
+    manifest: Mapping[str, Any],
+    *,
+    cases: Sequence[str] | None = None,
+    sizes: Sequence[str] | None = None,
+    regimes: Sequence[str] | None = None,
+) -> list[str]:
+    """The ids of the manifest's instances that the selectors keep, in manifest order.
+
+    ``cases`` holds case names or instance ids; ``None`` keeps everything. A name, size or regime
+    the set does not hold, or an empty selection, raises GoldenError naming what the set holds.
+    """
+    entries = manifest["instances"]
+    ids = [e["id"] for e in entries]
+    names = {e["case"] for e in entries}
+    for kind, given, held in (
+        ("size", sizes, sorted({e["size"] for e in entries})),
+        ("regime", regimes, sorted({e["regime"] for e in entries})),
+    ):
+        for g in given or ():
+            close = difflib.get_close_matches(g, held, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            _need(g in held, f"this golden set holds no {kind} {g!r}{hint} (it holds {', '.join(held)})")
+    for item in cases or ():
+        if item not in ids and item not in names:
+            valid = sorted(names | set(ids))
+            close = difflib.get_close_matches(item, valid, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise GoldenError(f"{item!r} is neither a case nor an instance of this golden set{hint}")
+    chosen = [
+        e["id"]
+        for e in entries
+        if (not cases or e["id"] in cases or e["case"] in cases)
+        and (not sizes or e["size"] in sizes)
+        and (not regimes or e["regime"] in regimes)
+    ]
+    _need(bool(chosen), "the selection holds no instance of this golden set")
+    return chosen
 
 
 @_one_line

@@ -24,6 +24,7 @@ import math
 import re
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,6 +41,7 @@ __all__ = [
     "DTYPES",
     "Quantity",
     "CaseResult",
+    "Report",
     "impl_program",
     "request_for",
     "judge",
@@ -159,8 +161,20 @@ def _quantity(
     return Quantity(name, c.error, c.index, c.a_value, c.b_value, passed, why)
 
 
+def _reply_array(raw: Any, what: str) -> np.ndarray:
+    """A reply's array: decoded from JSON (§5), or taken as is when the caller's process made it."""
+    if isinstance(raw, np.ndarray):
+        if raw.dtype.kind not in "fiub" and raw.dtype.name != "bfloat16":
+            raise ArrayFormatError(f"{what}: dtype {raw.dtype.name} is not a numeric dtype")
+        return raw
+    return decode_array(raw, what, allow_nonfinite=True)
+
+
 def judge(case: GoldenCase, reply: dict[str, Any], dtype: str) -> CaseResult:
-    """Compare one reply (already matched by id) with the golden values of ``case`` in ``dtype``."""
+    """Compare one reply (already matched by id) with the golden values of ``case`` in ``dtype``.
+
+    The reply's arrays are JSON arrays as the protocol sends them, or NumPy arrays (in-process
+    callers such as :func:`jaxcalc.testing.golden_cases`)."""
     col = case.columns[dtype]
     tol = max((t for t, _ in col.outputs.values()), default=0.0)
     shapes = case.shapes()
@@ -187,7 +201,7 @@ def judge(case: GoldenCase, reply: dict[str, Any], dtype: str) -> CaseResult:
         if raw is None:
             return fail(f"{what}: missing from the reply", done, tols)
         try:
-            got = decode_array(raw, what, allow_nonfinite=True)
+            got = _reply_array(raw, what)
         except ArrayFormatError as exc:
             return fail(str(exc), done, tols)
         if got.shape != expected.shape:
@@ -329,3 +343,74 @@ def result_json(r: CaseResult) -> dict[str, Any]:
             for k, q in enumerate(r.quantities)
         ],
     }
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`jaxcalc.oracle.verify` found: one CaseResult per instance, in manifest order.
+
+    ``ok`` is true when nothing failed and something passed (all skipped is not a pass).
+    ``format()`` gives the table ``jaxcalc verify`` prints; ``to_json()`` its ``--json`` report.
+    """
+
+    golden: str
+    producer: dict[str, Any]
+    implementation: str
+    dtype: str
+    results: tuple[CaseResult, ...]
+    stages: dict[str, str] = field(default_factory=dict)
+
+    def _count(self, verdict: str) -> int:
+        return sum(r.verdict == verdict for r in self.results)
+
+    @property
+    def passed(self) -> int:
+        return self._count("pass")
+
+    @property
+    def failed(self) -> int:
+        return self._count("FAIL")
+
+    @property
+    def skipped(self) -> int:
+        return self._count("skip")
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.passed > 0
+
+    @property
+    def failures(self) -> tuple[CaseResult, ...]:
+        return tuple(r for r in self.results if r.verdict == "FAIL")
+
+    @property
+    def summary(self) -> str:
+        """``N passed, M failed, K skipped``."""
+        return summary_line(list(self.results))
+
+    def rows(self) -> list[str]:
+        """The table: header, each instance's rows, the stage lines, the summary line."""
+        out = [table_header()]
+        for r in self.results:
+            out.extend(format_result(r))
+        out.extend(self.stages.values())
+        out.append(self.summary)
+        return out
+
+    def format(self) -> str:
+        return "\n".join(self.rows())
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe data: every instance's result, the stage lines and the counts."""
+        return {
+            "golden": self.golden,
+            "producer": self.producer,
+            "implementation": self.implementation,
+            "dtype": self.dtype,
+            "instances": [result_json(r) for r in self.results],
+            "stages": self.stages,
+            "summary": self.summary,
+            "passed": self.passed,
+            "failed": self.failed,
+            "skipped": self.skipped,
+        }
