@@ -427,3 +427,17 @@ def test_validator_reports_the_field(manifest: dict[str, Any]) -> None:
     doc["instances"][0]["inputs"][0]["dtype"] = "float"
     errors = _errors("manifest", doc)
     assert any(re.match(r"\$\.instances\[0\]\.inputs\[0\]", e) for e in errors), errors
+
+
+def test_golden_format_snippets_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python blocks of docs/golden-format.md, run in order from the repository root, where
+    the reading snippet judges a NumPy softmax VJP against the committed golden set."""
+    text = (ROOT / "docs" / "golden-format.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 4
+    monkeypatch.chdir(ROOT)
+    namespace: dict[str, Any] = {}
+    for block in blocks:
+        exec(compile(block, "docs/golden-format.md", "exec"), namespace)
+    assert namespace["error"] <= namespace["rule"]["tolerance"]
+    assert namespace["truth_b"].shape == namespace["x"].shape
