@@ -211,11 +211,11 @@ def test_one_case_file_of_each_structure_validates_in_full(case_files: dict[str,
     smallest: dict[tuple, str] = {}
     for name, doc in sorted(case_files.items(), key=lambda kv: len(json.dumps(kv[1]))):
         smallest.setdefault(_structure(doc), name)
-    shapes = list(smallest)
-    assert any("hvp" in s[1] for s in shapes) and any("jacobian" in s[1] for s in shapes)
-    assert any(s[2] == () for s in shapes) and any(len(s[2]) == 1 for s in shapes)
-    assert any("bool" in s[3] for s in shapes) and any("int64" in s[3] for s in shapes)
-    assert any(s[4] for s in shapes)
+    seen = list(smallest)
+    assert any("hvp" in s[1] for s in seen) and any("jacobian" in s[1] for s in seen)
+    assert any(s[2] == () for s in seen) and any(len(s[2]) == 1 for s in seen)
+    assert any("bool" in s[3] for s in seen) and any("int64" in s[3] for s in seen)
+    assert any(s[4] for s in seen)
     for name in smallest.values():
         assert _errors("case", case_files[name]) == [], name
 
