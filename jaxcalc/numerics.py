@@ -43,8 +43,9 @@ __all__ = [
 #           output as ``factor * (error of a straightforward JAX evaluation in the dtype, float32
 #           accumulation) + floor * (rounding error of the reference in the dtype)``, the rule of
 #           FlashAttention's tests.
-#   factor, floor, cap: the calibrated rule's constants. For float32 the export measures the
-#           float32 error the same way and takes min(max(factor * error, floor), cap).
+#   factor, floor: the calibrated rule's constants. For float32 the export measures the float32
+#           error the same way and takes max(factor * error, floor), with no cap: an
+#           ill-conditioned instance earns the tolerance its conditioning implies.
 @dataclass(frozen=True)
 class Column:
     """One precision column: its tolerances and how its calibrated tolerance is derived."""
@@ -55,7 +56,6 @@ class Column:
     low: bool = False
     factor: float = 1.0
     floor: float = 0.0
-    cap: float | None = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -72,9 +72,9 @@ COLUMNS: dict[str, Column] = {
     c.name: c
     for c in (
         Column("float64", exact=1e-10, fd=1e-6),
-        # float32: the export's tolerance is min(max(10 x measured float32 error, 1e-5), 5e-4);
-        # the cap stays below 1e-3 so that a gradient off by a factor 1.001 fails.
-        Column("float32", exact=2e-4, fd=2e-2, factor=10.0, floor=1e-5, cap=5e-4),
+        # float32: the export's tolerance is max(10 x measured float32 error, 1e-5); at the golden
+        # size that stays below 1e-3, so a gradient off by a factor 1.001 fails there.
+        Column("float32", exact=2e-4, fd=2e-2, factor=10.0, floor=1e-5),
         # bfloat16 (8 mantissa bits) and float16 (11): 3 x the same-precision JAX error plus twice
         # the reference's own rounding error in the dtype.
         Column("bfloat16", exact=3e-2, fd=None, low=True, factor=3.0, floor=2.0),

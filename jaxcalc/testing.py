@@ -75,18 +75,12 @@ def assert_grads(
 
 
 def _as_numpy(x: Any) -> Any:
-    """A caller's array as NumPy, exactly: PyTorch tensors (bfloat16 via float32, which holds every
-    bfloat16 value), JAX and NumPy arrays, Python numbers. Anything else is passed on to fail."""
-    if isinstance(x, np.ndarray):
-        return x
-    if hasattr(x, "detach") and hasattr(x, "numpy"):  # a torch.Tensor, without importing torch
-        t = x.detach()
-        t = t.cpu() if hasattr(t, "cpu") else t
-        if str(getattr(t, "dtype", "")) == "torch.bfloat16":
-            t = t.float()
-        return t.numpy()
+    """A caller's array as NumPy, exactly (:func:`jaxcalc.oracle.arrays.as_numpy`); anything that is
+    no array is passed on, for the verdict to name."""
+    from jaxcalc.oracle.arrays import as_numpy
+
     try:
-        return np.asarray(x)
+        return as_numpy(x)
     except Exception:  # noqa: BLE001 - whatever it is, it is not an array; the verdict says so
         return x
 

@@ -28,9 +28,8 @@ from jaxcalc.cases.losses import mse, softmax_cross_entropy
 from jaxcalc.cases.mlp import mlp, mlp_vjp
 from jaxcalc.cases.softmax import softmax, softmax_vjp
 from jaxcalc.diagnose import FACTORS, HYPOTHESES, Diagnosis, Hypothesis, diagnose
-from jaxcalc.numerics import COLUMNS
 
-F32 = COLUMNS["float32"].cap  # the float32 golden tolerance cap: a 1.001 factor must exceed it
+F32 = 5e-4  # a float32 tolerance far above the golden ones (1e-5) and still below a 1.001 factor
 
 
 def _truth(f, primals, ct, argnum):

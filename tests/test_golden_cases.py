@@ -241,3 +241,26 @@ def test_export_writes_a_set_verify_reads_and_keeps_x64_as_it_was(tmp_path: Path
     with pytest.raises(SpecError, match="unknown size"):
         oracle.export(tmp_path / "h", sizes=["huge"])
     assert not (tmp_path / "h").exists()
+
+
+def test_an_impl_may_answer_bfloat16_as_ml_dtypes_arrays(tmp_path: Path):
+    """The --impl worker sends ml_dtypes.bfloat16 results as float32 (exact), not as an error."""
+    impl = tmp_path / "bf16_impl.py"
+    impl.write_text(
+        "import ml_dtypes, numpy as np\n"
+        "def softmax(inputs, ct):\n"
+        "    x = inputs['x'].astype(np.float32)\n"
+        "    y = np.exp(x - x.max(-1, keepdims=True)); y /= y.sum(-1, keepdims=True)\n"
+        "    c = ct.astype(np.float32)\n"
+        "    g = y * (c - (c * y).sum(-1, keepdims=True))\n"
+        "    return y.astype(ml_dtypes.bfloat16), {'x': g.astype(ml_dtypes.bfloat16)}\n"
+    )
+    report = oracle.verify(GOLDEN, impl=str(impl), dtype="bfloat16", cases=["softmax"], regimes=["typical"])
+    assert report.ok, report.format()
+    assert {r.case for r in report.results} == {"softmax"}
+
+
+def test_a_stage_reports_the_case_it_asked_for():
+    report = oracle.verify(GOLDEN, impl=str(NUMPY_IMPL), cases=["mlp.fc1"])
+    (row,) = report.to_json()["instances"]
+    assert row["instance"] == "mlp.fc1" and row["case"] == "linear" and row["verdict"] == "pass"

@@ -41,6 +41,7 @@ MAX_NPZ_MEMBER, MAX_NPZ_TOTAL, loads_bounded = (
 __all__ = [
     "ArrayFormatError",
     "ARRAY_DTYPES",
+    "as_numpy",
     "encode_array",
     "decode_array",
     "dumps",
@@ -59,6 +60,20 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # earliest date a zip can hold; no clock ente
 
 class ArrayFormatError(ValueError):
     """A value is not an array in the jaxcalc format; the message says what and where."""
+
+
+def as_numpy(x: Any) -> np.ndarray:
+    """An implementation's array as NumPy, exactly: a PyTorch tensor (detached, on the CPU), a JAX
+    array or anything ``np.asarray`` takes. Floats narrower than float16 or not IEEE (bfloat16 from
+    ml_dtypes or torch, float8) become float32, which holds each of their values exactly."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch.Tensor, without importing torch
+        x = x.detach().cpu()
+        if str(x.dtype) in ("torch.bfloat16", "torch.float8_e4m3fn", "torch.float8_e5m2"):
+            x = x.float()
+    arr = np.asarray(x)
+    if arr.dtype.kind == "V" and arr.dtype.name.startswith(("bfloat16", "float8", "float6", "float4")):
+        arr = arr.astype(np.float32)  # ml_dtypes: every value exact in float32
+    return arr
 
 
 def encode_array(a: Any) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def producer() -> dict[str, Any]:
 
 
 def _rule(col: str) -> str:
-    """How a column's tolerances are derived (the manifest's 'columns_rules')."""
+    """How a column's tolerances are derived (the manifest's 'column_rules')."""
     spec = COLUMNS[col]
     floor = f"absolute floor {ref.ABS_FLOOR_ULPS[col]:g} x eps x max|truth|"
     if col == "float64":

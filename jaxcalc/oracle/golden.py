@@ -5,10 +5,11 @@ Layout (format 2)::
     DIR/manifest.json         format, producer, and per instance: case, size, regime, dims,
                               inputs, output, per dtype column its tolerances, sha256s
     DIR/cases/<id>.json       inputs, cotangent, tangents, outputs (value, vjp, jvp, hvp,
-                              jacobian), and per low-precision column its rounded inputs,
-                              cotangent and float64 reference ("columns")
+                              jacobian), and per applicable low-precision column the float64
+                              truth on the inputs rounded to it ("columns"); the rounded inputs
+                              themselves are rederived by rounding, never stored
     DIR/cases/<id>.npz        the same arrays, keyed "inputs/x", "outputs/vjp/x",
-                              "columns/bfloat16/inputs/x", ...
+                              "columns/bfloat16/outputs/vjp/x", ...
 
 An instance id is ``<case>[@<size>][~<regime>]`` (golden and typical are left out).
 
@@ -208,13 +209,13 @@ def _check_entry(entry: Any, where: str, columns: list[str]) -> None:
     """The fields of one manifest entry that reading relies on, with file paths pinned under cases/."""
     _need(isinstance(entry, dict), f"{where}: not an object")
     iid = entry.get("id")
-    _need(isinstance(iid, str) and bool(_ID.match(iid)), f"{where}: bad instance id {iid!r}")
+    _need(isinstance(iid, str) and bool(_ID.fullmatch(iid)), f"{where}: bad instance id {iid!r}")
     name = entry.get("case")
-    _need(isinstance(name, str) and bool(_NAME.match(name)), f"{where} ({iid}): bad case name {name!r}")
+    _need(isinstance(name, str) and bool(_NAME.fullmatch(name)), f"{where} ({iid}): bad case name {name!r}")
     inputs = entry.get("inputs")
     _need(isinstance(inputs, list) and len(inputs) > 0, f"{where} ({iid}): 'inputs' must be a list")
     for spec in inputs:
-        ok = isinstance(spec, dict) and isinstance(spec.get("name"), str) and bool(_NAME.match(spec["name"]))
+        ok = isinstance(spec, dict) and isinstance(spec.get("name"), str) and bool(_NAME.fullmatch(spec["name"]))
         ok = ok and isinstance(spec.get("shape"), list) and spec.get("dtype") in _INPUT_DTYPES
         _need(ok and isinstance(spec.get("differentiable"), bool), f"{where} ({iid}): bad input {spec!r}")
     out = entry.get("output")

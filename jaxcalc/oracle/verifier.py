@@ -79,6 +79,7 @@ class CaseResult(NamedTuple):
     message: str = ""
     shapes: str = ""
     tolerances: tuple[float, ...] = ()  # per quantity
+    case: str = ""  # the case the implementation was asked for (a stage's is its base case)
 
 
 def impl_program(target: str, timeout: float) -> Program:
@@ -175,6 +176,10 @@ def judge(case: GoldenCase, reply: dict[str, Any], dtype: str) -> CaseResult:
 
     The reply's arrays are JSON arrays as the protocol sends them, or NumPy arrays (in-process
     callers such as :func:`jaxcalc.testing.golden_cases`)."""
+    return _judge(case, reply, dtype)._replace(case=case.case)
+
+
+def _judge(case: GoldenCase, reply: dict[str, Any], dtype: str) -> CaseResult:
     col = case.columns[dtype]
     tol = max((t for t, _ in col.outputs.values()), default=0.0)
     shapes = case.shapes()
@@ -237,19 +242,19 @@ def verify_cases(golden: GoldenSet, program: Program, dtype: str) -> Iterator[Ca
     for case in golden.cases.values():
         col = case.columns.get(dtype)
         if col is None:
-            yield CaseResult(
-                case.name, "skip", 0.0, (), f"this golden set has no {dtype} column", case.shapes()
-            )
+            why = f"this golden set has no {dtype} column"
+            yield CaseResult(case.name, "skip", 0.0, (), why, case.shapes(), case=case.case)
             continue
         if not col.applicable:
-            yield CaseResult(
-                case.name, "skip", 0.0, (), f"not applicable in {dtype}: {col.reason}", case.shapes()
-            )
+            why = f"not applicable in {dtype}: {col.reason}"
+            yield CaseResult(case.name, "skip", 0.0, (), why, case.shapes(), case=case.case)
             continue
         try:
             reply = program.ask(request_for(case, dtype))
         except ReplyError as exc:
-            yield CaseResult(case.name, "FAIL", case.tolerances[dtype], (), str(exc), case.shapes())
+            yield CaseResult(
+                case.name, "FAIL", case.tolerances[dtype], (), str(exc), case.shapes(), case=case.case
+            )
             continue
         yield judge(case, reply, dtype)
 
@@ -323,7 +328,7 @@ def result_json(r: CaseResult) -> dict[str, Any]:
     """One case's result as JSON-safe data (a non-finite error becomes null with finite false)."""
     return {
         "instance": r.name,
-        "case": r.name.split("@")[0].split("~")[0],
+        "case": r.case or r.name.split("@")[0].split("~")[0],
         "shapes": r.shapes,
         "verdict": r.verdict,
         "tolerance": r.tolerance,
@@ -335,7 +340,7 @@ def result_json(r: CaseResult) -> dict[str, Any]:
                 "finite": math.isfinite(q.error),
                 "index": list(q.index),
                 "got": q.got if math.isfinite(q.got) else repr(q.got),
-                "expected": q.expected,
+                "expected": q.expected if math.isfinite(q.expected) else repr(q.expected),
                 "passed": q.passed,
                 "tolerance": r.tolerances[k] if k < len(r.tolerances) else r.tolerance,
                 "diagnosis": q.diagnosis,

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 import numpy as np
 
 if __package__:
-    from jaxcalc.oracle.arrays import ArrayFormatError, decode_array, encode_array
+    from jaxcalc.oracle.arrays import ArrayFormatError, as_numpy, decode_array, encode_array
     from jaxcalc.oracle.safety import LimitError, loads_bounded, one_line
 else:
     # Started by path (as verify does): load the sibling modules by file, so the worker does not
@@ -44,8 +44,9 @@ else:
 
     _safety = _sibling("safety.py", "_jaxcalc_safety")
     _arrays = _sibling("arrays.py", "_jaxcalc_arrays")
-    ArrayFormatError, decode_array, encode_array = (
+    ArrayFormatError, as_numpy, decode_array, encode_array = (
         _arrays.ArrayFormatError,
+        _arrays.as_numpy,
         _arrays.decode_array,
         _arrays.encode_array,
     )
@@ -75,9 +76,7 @@ def _line(exc: BaseException) -> str:
 
 
 def _to_numpy(x: Any, what: str) -> np.ndarray:
-    if hasattr(x, "detach"):  # a PyTorch tensor, possibly requiring grad or on a GPU
-        x = x.detach().cpu()
-    arr = np.asarray(x)
+    arr = as_numpy(x)  # torch tensors (on any device), JAX arrays; bfloat16 widened to float32
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise TypeError(f"{what} is not a real numeric array (dtype {arr.dtype})")
     if arr.dtype.kind == "f" and arr.dtype.name not in ("float16", "float32", "float64"):
