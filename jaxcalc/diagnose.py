@@ -327,6 +327,37 @@ def _partial_zeros(ctx: _Ctx, th: Mapping[str, float]) -> Diagnosis | None:
     return Diagnosis("partial_zeros", line, {"count": int(ctx.wrong.sum()), **loc.fields})
 
 
+def _large_rows(ctx: _Ctx, th: Mapping[str, float]) -> Diagnosis | None:
+    """The wrong rows are rows where a float input sits far from zero (offset rows, large logits)."""
+    if not ctx.same_shape or ctx.got.ndim < 2 or not ctx.wrong.any():
+        return None
+    wrong = ctx.wrong.reshape(-1, ctx.got.shape[-1]).any(-1)
+    for name, a in ctx.inputs.items():
+        if a.dtype.kind != "f" or a.ndim < 2 or a.shape[:-1] != ctx.got.shape[:-1]:
+            continue
+        rows = a.reshape(-1, a.shape[-1])
+        fin = np.where(np.isfinite(rows), rows, 0.0)
+        offset = np.abs(fin.mean(-1))
+        spread = fin.std(-1)
+        if wrong.all():
+            continue
+        typical = float(np.median(np.maximum(offset, spread)[~wrong]))  # the rows that are right
+        if not (offset[wrong] >= th["ratio"] * max(typical, 1e-30)).all():
+            continue
+        k = int(np.flatnonzero(wrong)[0])
+        bad = np.flatnonzero(wrong)
+        listed = ", ".join(map(str, bad[:6])) + (", ..." if bad.size > 6 else "")
+        where = f"row{'s' if bad.size > 1 else ''} {listed} of {wrong.size}"
+        line = (
+            f"{where} wrong, each a row where input '{name}' sits far from zero (row mean "
+            f"{_num(float(fin[k].mean()))}, spread {_num(float(spread[k]))}; "
+            f"the right rows ~{_num(typical)}): "
+            "cancellation at a large offset (a one-pass variance, a softmax without the max shift?)"
+        )
+        return Diagnosis("large_rows", line, {"input": name, "rows": np.flatnonzero(wrong).tolist()})
+    return None
+
+
 def _block(ctx: _Ctx, th: Mapping[str, float]) -> Diagnosis | None:
     if not ctx.same_shape or not ctx.wrong.any():
         return None
@@ -423,6 +454,12 @@ HYPOTHESES: tuple[Hypothesis, ...] = (
         _missing_term,
         {},
         "expected - got is c times one intermediate (or float input), within tolerance",
+    ),
+    Hypothesis(
+        "large_rows",
+        _large_rows,
+        {"ratio": 100.0},
+        "every wrong row is one where a float input's row mean is over 100x the right rows' scale",
     ),
     Hypothesis(
         "block",

@@ -89,7 +89,7 @@ class GoldenInstance:
     """One instance of a golden set in one dtype column, for ``pytest.mark.parametrize``.
 
     Attributes: ``id`` (``softmax@tiles~large``), ``case``, ``size``, ``regime``, ``dims``,
-    ``dtype``, ``inputs`` (name -> NumPy array in the column's dtype: floats cast, or for
+    ``settings`` (the case's fixed parameters, e.g. ``{"eps": 1e-05}``), ``dtype``, ``inputs`` (name -> NumPy array in the column's dtype: floats cast, or for
     bfloat16/float16 rounded to it, ``ml_dtypes.bfloat16`` arrays; integers int64, masks bool),
     ``cotangent`` (same dtype), ``differentiable`` (the input names a VJP is due for),
     ``shapes``, and the float64 truths ``expected_value`` and ``expected_vjp``.
@@ -108,6 +108,7 @@ class GoldenInstance:
         self.size: str = e["size"]
         self.regime: str = e["regime"]
         self.dims: dict[str, int] = dict(e.get("dims", {}))
+        self.settings: dict[str, Any] = dict(e.get("settings", {}))  # eps, n_heads, ...: honour them
         self.inputs, self.cotangent = _column_arrays(golden_case, dtype)
         self.differentiable: tuple[str, ...] = golden_case.diff_names
         self.shapes: str = golden_case.shapes()
@@ -146,6 +147,7 @@ class GoldenInstance:
         unless ``value`` and every VJP match the golden set in ``dtype``; see :meth:`check`."""
         from jaxcalc.oracle import verifier as v
 
+        __tracebackhide__ = True  # pytest shows the caller's line, not this frame
         r = self.check(value, vjp)
         if r.verdict == "pass":
             return
@@ -166,7 +168,8 @@ def golden_cases(
 
     Every file of the set is checksummed first (GoldenError, one line, if anything changed).
     ``cases`` (case names or instance ids), ``sizes`` and ``regimes`` select as ``jaxcalc verify``
-    does; instances whose column does not apply (float16 overflow, say) are left out. It runs in
+    does (a case name also selects the composites' stages that are instances of that case, e.g.
+    ``layernorm`` brings ``transformer_block.ln1``); instances whose column does not apply (float16 overflow, say) are left out. It runs in
     the caller's process and needs nothing but the golden set::
 
         @pytest.mark.parametrize("inst", golden_cases(GOLDEN, dtype="bfloat16"))

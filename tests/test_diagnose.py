@@ -301,3 +301,19 @@ def test_assert_grads_names_a_sign_flipped_weight_gradient():
     k = next(i for i, r in enumerate(lines) if r.startswith("vjp FAIL"))
     assert "diagnosis: W: sign flipped" in lines[k + 1]
     assert not any("diagnosis" in r for r in lines if " pass " in r)
+
+
+def test_rows_wrong_only_where_an_input_sits_at_a_large_offset_are_named_so() -> None:
+    """One-pass variance / unshifted softmax: only the offset rows go wrong, and the line says why."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 8))
+    x[1] += 1e4
+    x[3] -= 1e4
+    e = rng.standard_normal((5, 8))
+    g = e.copy()
+    g[[1, 3]] *= 1 + 1e-6
+    d = diagnose(g, e, tol=1e-10, inputs={"x": x})
+    assert d.kind == "large_rows" and d.fields["rows"] == [1, 3] and "rows 1, 3 of 5" in d.line
+    g = e.copy()
+    g[[0, 2]] *= 1 + 1e-6  # ordinary rows wrong: not this kind
+    assert diagnose(g, e, tol=1e-10, inputs={"x": x}).kind != "large_rows"

@@ -10,7 +10,6 @@ Test ids are ``<instance id>-<dtype>``, e.g. ``test_op[layernorm~offset-float32]
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -36,8 +35,6 @@ OPS: dict[str, Callable[..., torch.Tensor]] = {
     "padded_attention": ops.attention,
 }
 CASES = tuple(OPS)
-# per instance id, the case's settings (eps, ...), which the op must honour
-SETTINGS = {e["id"]: e["settings"] for e in json.loads((GOLDEN / "manifest.json").read_text())["instances"]}
 INSTANCES = [
     pytest.param(inst, id=f"{inst.id}-{dtype}")
     for dtype in DTYPES
@@ -58,7 +55,7 @@ def value_and_vjp(inst: GoldenInstance) -> tuple[torch.Tensor, dict[str, torch.T
     x = {name: to_torch(a) for name, a in inst.inputs.items()}
     for name in inst.differentiable:
         x[name].requires_grad_(True)
-    out = OPS[inst.case](**x, **SETTINGS[inst.id])
+    out = OPS[inst.case](**x, **inst.settings)  # the case's eps etc.
     wrt = [x[name] for name in inst.differentiable]
     grads = torch.autograd.grad(out, wrt, grad_outputs=to_torch(inst.cotangent))
     return out.detach(), dict(zip(inst.differentiable, grads, strict=True))

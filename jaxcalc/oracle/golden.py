@@ -313,13 +313,15 @@ def load_golden(root: str | Path, names: Sequence[str] | None = None) -> GoldenS
     manifest = _read_manifest(root)
     entries = {e["id"]: e for e in manifest["instances"]}
     for name in names or ():
-        close = difflib.get_close_matches(name, entries, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else f" (see {MANIFEST})"
-        _need(name in entries, f"instance {name!r} is not in the golden set {root}{hint}")
+        if name not in entries:
+            close = difflib.get_close_matches(name, entries, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else f" (see {MANIFEST})"
+            raise GoldenError(f"instance {name!r} is not in the golden set {root}{hint}")
     for entry in entries.values():
         for f in entry["files"].values():
             _check_file(root, f)
-    chosen = [n for n in entries if names is None or n in set(names)]
+    wanted = None if names is None else set(names)
+    chosen = [n for n in entries if wanted is None or n in wanted]
     columns = manifest["columns"]
     return GoldenSet(root, manifest, {n: _load_case(root, entries[n], columns) for n in chosen})
 

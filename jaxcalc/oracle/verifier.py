@@ -295,8 +295,9 @@ def _num(x: float) -> str:
 
 
 def format_result(r: CaseResult) -> list[str]:
-    """Table rows for one instance, each naming it: one row per quantity (the first also gives the
-    shapes), then the reason when it failed or was skipped."""
+    """Table rows for one instance, each naming it: one row per quantity with that quantity's verdict
+    (the first also gives the shapes), then the instance's verdict and reason when it failed or was
+    skipped."""
     rows = []
     head = f"{r.name:32} {r.verdict:7}"
     for k, q in enumerate(r.quantities):
@@ -304,8 +305,9 @@ def format_result(r: CaseResult) -> list[str]:
         mark = "" if q.passed else "  <--"
         tol = r.tolerances[k] if k < len(r.tolerances) else r.tolerance
         shapes = f"  {r.shapes}" if k == 0 and r.shapes else ""
+        own = f"{r.name:32} {'pass' if q.passed else 'FAIL':7}"  # each quantity's own verdict
         rows.append(
-            f"{head} {q.name:16} {q.error:9.2e} {tol:8.1e} {where:>10} "
+            f"{own} {q.name:16} {q.error:9.2e} {tol:8.1e} {where:>10} "
             f"{_num(q.got):>17} {_num(q.expected):>17}{mark}{shapes}"
         )
         if q.diagnosis:
