@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the CLI keeps heavy imports inside run()
@@ -25,6 +26,18 @@ def _timeout(text: str) -> float:
     return value
 
 
+SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+
+
+def doc_path(name: str) -> str:
+    """Where the document ``name`` is: installed with the package, or in a source checkout's docs/."""
+    package = Path(__file__).resolve().parents[1]
+    for path in (package / "docs" / name, package.parent / "docs" / name):
+        if path.is_file():
+            return str(path)
+    return f"docs/{name}"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from jaxcalc.cli._select import add_selectors
     from jaxcalc.numerics import FLOAT_DTYPES
@@ -37,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Under float32, bfloat16 and float16 a reply must be computed in that dtype (its values exactly "
         "representable there). Examples: jaxcalc verify golden/ --impl examples/numpy_impl.py; "
         'jaxcalc verify golden/ --cmd "node impl.js" --dtype float32 --sizes golden',
+        epilog=f"Both protocols, every request and reply field and the reply's dtype rules: "
+        f"{doc_path('protocol.md')}. The golden set's format: {doc_path('golden-format.md')}. JSON "
+        f"Schemas of manifests, case files, requests and replies: {SCHEMAS}.",
     )
     p.add_argument("dir", metavar="DIR", help="a golden set written by 'jaxcalc export'")
     how = p.add_mutually_exclusive_group(required=True)
