@@ -152,3 +152,39 @@ def catalogue_golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def committed_golden() -> Path:
     """The committed golden set (golden size, every regime, stages): read it, never write to it."""
     return COMMITTED_GOLDEN
+
+
+def subset_golden(source: Path, dest: Path, ids: list[str]) -> Path:
+    """Write at ``dest`` the golden set of the instances ``ids`` of the set at ``source``: what
+    ``export_golden(dest, [those instances])`` writes (a manifest entry and the case files depend
+    on the instance alone), copied instead of computed."""
+    from jaxcalc.oracle.arrays import dumps
+    from jaxcalc.oracle.golden import MANIFEST, load_golden, read_manifest
+
+    manifest = read_manifest(source)
+    entries = {e["id"]: e for e in manifest["instances"]}
+    staging = dest.with_name(dest.name + "-staging")
+    (staging / "cases").mkdir(parents=True)
+    for i in ids:
+        for f in entries[i]["files"].values():
+            shutil.copyfile(source / f["path"], staging / f["path"])
+    (staging / MANIFEST).write_text(dumps({**manifest, "instances": [entries[i] for i in ids]}, indent=1))
+    load_golden(staging)
+    os.rename(staging, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def catalogue_subset(
+    catalogue_golden: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[list[str]], Path]:
+    """``subset(ids)``: the golden set of those instances of the catalogue (read it only)."""
+    made: dict[tuple[str, ...], Path] = {}
+
+    def subset(ids: list[str]) -> Path:
+        key = tuple(ids)
+        if key not in made:
+            made[key] = subset_golden(catalogue_golden, tmp_path_factory.mktemp("subset") / "golden", ids)
+        return made[key]
+
+    return subset
