@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxcalc.cases import instance
 from jaxcalc.cli import main
-from jaxcalc.oracle.exporter import export_golden
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -264,13 +262,10 @@ TARGETS = sorted({b[3] for b in BUGS} | {b[1] for b in BUGS})
 
 
 @pytest.fixture(scope="module")
-def golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The instances of the default export these bugs need (the same ids, sizes and regimes)."""
-    from jaxcalc.cases import parse_instance_id
-
-    dest = tmp_path_factory.mktemp("blind") / "golden"
-    export_golden(dest, [instance(*parse_instance_id(t)[:3]) for t in TARGETS])
-    return dest
+def golden(catalogue_subset) -> Path:
+    """The instances of the default export these bugs need (the same ids, sizes and regimes), from
+    the golden set of the design cases' default export (tests/conftest.py)."""
+    return catalogue_subset(TARGETS)
 
 
 def _impl(tmp_path: Path, source: str, base: str = "numpy_impl") -> Path:
@@ -282,12 +277,13 @@ def _impl(tmp_path: Path, source: str, base: str = "numpy_impl") -> Path:
     return path
 
 
-def _verify(golden: Path, impl: Path, case: str, dtype: str, tmp_path: Path, capsys) -> dict:
+def _verify(golden: Path, impl: Path, case: str | list[str], dtype: str, tmp_path: Path, capsys) -> dict:
+    """``jaxcalc verify --cases CASE...``: the rows by instance."""
     report = tmp_path / "report.json"
     capsys.readouterr()
-    rc = main(
-        ["verify", str(golden), "--impl", str(impl), "--cases", case, "--dtype", dtype, "--json", str(report)]
-    )
+    cases = [case] if isinstance(case, str) else case
+    args = ["--impl", str(impl), "--cases", *cases, "--dtype", dtype, "--json", str(report)]
+    rc = main(["verify", str(golden), *args])
     out = capsys.readouterr().out
     data = json.loads(report.read_text())
     rows = data["instances"]
@@ -307,10 +303,12 @@ def test_bug_fails_in_its_instance(bug, golden: Path, tmp_path: Path, capsys) ->
 
 
 def test_correct_examples_pass_every_target(golden: Path, tmp_path: Path, capsys) -> None:
-    """The control: the correct NumPy example passes every instance the bugs above fail."""
-    for case in sorted({b[1] for b in BUGS}):
-        rows = _verify(golden, EXAMPLES / "numpy_impl.py", case, "float64", tmp_path, capsys)
-        assert all(r["verdict"] == "pass" for r in rows.values()), rows
+    """The control: the correct NumPy example passes every instance the bugs above fail (one run)."""
+    rows = _verify(
+        golden, EXAMPLES / "numpy_impl.py", sorted({b[1] for b in BUGS}), "float64", tmp_path, capsys
+    )
+    assert sorted(rows) == TARGETS
+    assert all(r["verdict"] == "pass" for r in rows.values()), rows
 
 
 # ----------------------------------------------------------------------------- low precision
@@ -397,12 +395,8 @@ LOW_TARGETS = sorted({b[3] for b in LOW_BUGS})
 
 
 @pytest.fixture(scope="module")
-def low_golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from jaxcalc.cases import parse_instance_id
-
-    dest = tmp_path_factory.mktemp("blind-low") / "golden"
-    export_golden(dest, [instance(*parse_instance_id(t)[:3]) for t in LOW_TARGETS])
-    return dest
+def low_golden(catalogue_subset) -> Path:
+    return catalogue_subset(LOW_TARGETS)
 
 
 # Two (bug, column) pairs are not tested, and why: rows at 1e4 overflow a float16 sum, so the offset
@@ -431,7 +425,8 @@ def test_low_precision_bug_fails(bug, dtype: str, low_golden: Path, tmp_path: Pa
 
 def test_correct_torch_passes_the_low_precision_targets(low_golden: Path, tmp_path: Path, capsys) -> None:
     pytest.importorskip("torch", reason="torch is not installed; the PyTorch example needs it")
-    for dtype in ("bfloat16", "float16"):
-        for case in sorted({b[1] for b in LOW_BUGS}):
-            rows = _verify(low_golden, EXAMPLES / "torch_impl.py", case, dtype, tmp_path, capsys)
-            assert all(r["verdict"] != "FAIL" for r in rows.values()), rows
+    for dtype in ("bfloat16", "float16"):  # one run per column, every target in it
+        cases = sorted({b[1] for b in LOW_BUGS})
+        rows = _verify(low_golden, EXAMPLES / "torch_impl.py", cases, dtype, tmp_path, capsys)
+        assert sorted(rows) == LOW_TARGETS
+        assert all(r["verdict"] != "FAIL" for r in rows.values()), rows

@@ -250,12 +250,15 @@ def lp_grad(W, x):
 
 
 def lp_grad_low_accumulation(W, x):
-    """The batch reduction of the gradient accumulated in the low dtype, rounding after every add."""
+    """The batch reduction of the gradient accumulated in the low dtype, rounding after every add
+    (a scan over the batch: a Python loop would unroll into 256 adds for the compiler)."""
     d = 1 - jnp.tanh(x @ W) ** 2
-    acc = jnp.zeros(W.shape, W.dtype)
-    for i in range(x.shape[0]):
-        acc = (acc + jnp.outer(x[i], d[i])).astype(W.dtype)
-    return acc
+
+    def add(acc, row):
+        x_i, d_i = row
+        return (acc + jnp.outer(x_i, d_i)).astype(W.dtype), None
+
+    return jax.lax.scan(add, jnp.zeros(W.shape, W.dtype), (x, d))[0]
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=["bfloat16", "float16"])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import types
 
 import jax
 import pytest
 
+import jaxcalc.demo
 import jaxcalc.seed
 
 CONCEPTS = (
@@ -60,11 +62,13 @@ def test_demo_json(cli):
 def test_demo_exits_1_on_a_wrong_derivative(cli, monkeypatch):
     # the classic slip: d/dx (2x + 3)**2 written as 2(2x + 3), forgetting g'(x) = 2
     monkeypatch.setattr(jaxcalc.seed, "chain_affine_square_grad", lambda x: 2 * jaxcalc.seed.affine(x))
-    jax.clear_caches()  # the demo is one compiled call; make it trace the wrong derivative
-    try:
-        rc, out, _ = cli("demo")
-    finally:
-        jax.clear_caches()
+    # The demo is one compiled call of jaxcalc.demo._witnesses, cached by function: a fresh copy of
+    # that function makes it trace the wrong derivative, and leaves the cached correct program (and
+    # every other compiled program of this process, which jax.clear_caches() would drop) alone.
+    w = jaxcalc.demo._witnesses
+    fresh = types.FunctionType(w.__code__, w.__globals__, w.__name__, w.__defaults__, w.__closure__)
+    monkeypatch.setattr(jaxcalc.demo, "_witnesses", fresh)
+    rc, out, _ = cli("demo")
     assert rc == 1
     assert "DISAGREE" in out
     bad = [line for line in out.splitlines() if line.startswith("DISAGREE chain rule:")]

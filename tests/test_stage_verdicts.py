@@ -8,20 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from jaxcalc.cases import instance, stage_instances
 from jaxcalc.cli import main
-from jaxcalc.oracle.exporter import export_golden
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DGAMMA = "np.sum(dy * xhat, axis=lead), np.sum(dy, axis=lead)"
 
 
+# The golden transformer block and its stages, in the committed golden set (tests/conftest.py),
+# which `jaxcalc export` wrote with every composite followed by its stages.
+STAGES = ("ln1", "attn", "ln2", "fc1", "gelu", "fc2")
+BLOCK = ["transformer_block", *(f"transformer_block.{s}" for s in STAGES)]
+
+
 @pytest.fixture(scope="module")
-def golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("stages") / "golden"
-    block = instance("transformer_block")
-    export_golden(dest, [block, *stage_instances(block)])
-    return dest
+def golden(committed_golden: Path) -> Path:
+    return committed_golden
 
 
 def _plant(tmp_path: Path, old: str, new: str) -> Path:
@@ -37,7 +38,7 @@ def _plant(tmp_path: Path, old: str, new: str) -> Path:
 def _verify(golden: Path, impl: Path, tmp_path: Path, capsys) -> tuple[str, dict]:
     report = tmp_path / "r.json"
     capsys.readouterr()
-    rc = main(["verify", str(golden), "--impl", str(impl), "--json", str(report)])
+    rc = main(["verify", str(golden), "--impl", str(impl), "--cases", *BLOCK, "--json", str(report)])
     out = capsys.readouterr().out
     assert rc == 1, out
     return out, json.loads(report.read_text())
@@ -46,9 +47,10 @@ def _verify(golden: Path, impl: Path, tmp_path: Path, capsys) -> tuple[str, dict
 def test_the_stages_are_exported_with_their_composite(golden: Path) -> None:
     manifest = json.loads((golden / "manifest.json").read_text())
     stages = [e for e in manifest["instances"] if e.get("stage_of") == "transformer_block"]
-    assert [e["id"] for e in stages] == [
-        f"transformer_block.{s}" for s in ("ln1", "attn", "ln2", "fc1", "gelu", "fc2")
-    ]
+    assert [e["id"] for e in stages] == BLOCK[1:]
+    assert [e["stage"] for e in stages] == list(STAGES)
+    ids = [e["id"] for e in manifest["instances"]]
+    assert ids[ids.index("transformer_block") :][: len(BLOCK)] == BLOCK  # the composite, then its stages
     assert {e["case"] for e in stages} == {"layernorm", "causal_self_attention", "linear", "gelu_tanh"}
 
 

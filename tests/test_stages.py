@@ -5,6 +5,8 @@ the whole composite) for the parameters that stage owns.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +19,14 @@ COMPOSITES = ("mlp", "transformer_block", "vae_elbo", "gpt_lm_loss", "backprop_m
 TOL = 1e-10
 
 
+@functools.cache
+def _jitted(sub: str):
+    """A stage case's forward and handwritten VJP, each one compiled program (every stage with the
+    same case and shapes reuses it; op by op, each primitive would compile on its own)."""
+    sc = get_case(sub)
+    return jax.jit(sc.forward), jax.jit(sc.named_vjp)
+
+
 def _run_stages(name: str):
     """(stage records, {stage: output}, {stage: {input: handwritten vjp}}, value, composite grads)."""
     case = get_case(name)
@@ -27,13 +37,21 @@ def _run_stages(name: str):
     with reference_mode("float64"):
         for stage, sub, ins, sct in stages:
             sc = get_case(sub)
+            forward, named_vjp = _jitted(sub)
             primals = tuple(jnp.asarray(ins[n]) for n in sc.input_names)
-            outs[stage] = np.asarray(sc.forward(*primals))
+            outs[stage] = np.asarray(forward(*primals))
             assert outs[stage].shape == np.shape(sct), f"{name}.{stage}: cotangent shape"
-            vjps[stage] = {k: np.asarray(v) for k, v in sc.named_vjp(primals, jnp.asarray(sct)).items()}
-        f, diff = inst.f_diff({k: jnp.asarray(v) for k, v in inputs.items()})
-        value, pull = jax.vjp(f, *diff)
-        grads = dict(zip(case.diff_names, (np.asarray(g) for g in pull(jnp.asarray(ct))), strict=True))
+            vjps[stage] = {k: np.asarray(v) for k, v in named_vjp(primals, jnp.asarray(sct)).items()}
+
+        def value_and_grads(all_inputs: dict, ct: jax.Array) -> tuple:
+            f, diff = inst.f_diff(all_inputs)
+            value, pull = jax.vjp(f, *diff)
+            return value, pull(ct)
+
+        value, pulled = jax.jit(value_and_grads)(
+            {k: jnp.asarray(v) for k, v in inputs.items()}, jnp.asarray(ct)
+        )
+        grads = dict(zip(case.diff_names, (np.asarray(g) for g in pulled), strict=True))
     return {s[0]: s for s in stages}, outs, vjps, np.asarray(value), grads, inputs
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,9 +42,13 @@ def run(args: argparse.Namespace) -> int:
     from jaxcalc.cli._select import select_instances
     from jaxcalc import oracle
     from jaxcalc.numerics import FLOAT_DTYPES
-    from jaxcalc.oracle.exporter import ExportError
+    from jaxcalc.oracle.exporter import ExportError, _check_destination
     from jaxcalc.oracle.reference import DisagreementError, Reference
 
+    try:  # a destination the export would refuse is refused now, not after the stages are computed
+        _check_destination(Path(os.path.abspath(args.dir)), args.force)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
     todo = select_instances(args, oracle.DEFAULT_EXPORT_SIZES, stages=True)
     start = time.perf_counter()
     shown = []
