@@ -89,7 +89,8 @@ class GoldenInstance:
     """One instance of a golden set in one dtype column, for ``pytest.mark.parametrize``.
 
     Attributes: ``id`` (``softmax@tiles~large``), ``case``, ``size``, ``regime``, ``dims``,
-    ``settings`` (the case's fixed parameters, e.g. ``{"eps": 1e-05}``), ``dtype``, ``inputs`` (name -> NumPy array in the column's dtype: floats cast, or for
+    ``settings`` (the case's fixed parameters, e.g. ``{"eps": 1e-05}``), ``dtype``, ``inputs``
+    (name -> NumPy array in the column's dtype: floats cast, or for
     bfloat16/float16 rounded to it, ``ml_dtypes.bfloat16`` arrays; integers int64, masks bool),
     ``cotangent`` (same dtype), ``differentiable`` (the input names a VJP is due for),
     ``shapes``, and the float64 truths ``expected_value`` and ``expected_vjp``.
@@ -169,7 +170,8 @@ def golden_cases(
     Every file of the set is checksummed first (GoldenError, one line, if anything changed).
     ``cases`` (case names or instance ids), ``sizes`` and ``regimes`` select as ``jaxcalc verify``
     does (a case name also selects the composites' stages that are instances of that case, e.g.
-    ``layernorm`` brings ``transformer_block.ln1``); instances whose column does not apply (float16 overflow, say) are left out. It runs in
+    ``layernorm`` brings ``transformer_block.ln1``); instances whose column does not apply
+    (float16 overflow, say) are left out. It runs in
     the caller's process and needs nothing but the golden set::
 
         @pytest.mark.parametrize("inst", golden_cases(GOLDEN, dtype="bfloat16"))

@@ -28,7 +28,8 @@ from jaxcalc.cases import (
     norms,
     recurrent,
 )
-from jaxcalc.checks import Report, run_checks
+from jaxcalc.checks import Report
+from jaxcalc.checks.instances import check_instance
 from jaxcalc.numerics import compare, reference_mode
 
 NEW = (
@@ -149,23 +150,8 @@ def test_planted_bug_is_caught(plant: str, monkeypatch: pytest.MonkeyPatch) -> N
 
 def _vjp_check(case) -> Report:
     """The checker's handwritten-vs-autodiff VJP check of ``case`` at its golden instance, as
-    check_case runs it (check_instance's arguments), without the checks this test does not read."""
-    inst = instance(case)
-    inputs = inst.sample("float64")
-    ct, tangents = inst.probes("float64")
-    return run_checks(
-        inst.id,
-        case.forward,
-        inst.primals(inputs),
-        diff_idx=case.diff_index,
-        names=case.diff_names,
-        ct=ct,
-        tangents=tuple(tangents.values()),
-        vjp=case.positional_vjp,
-        jvp=case.jvp,
-        chain=case.chain,
-        checks="vjp",
-    )
+    check_case runs it, without the checks this test does not read."""
+    return check_instance(instance(case), checks="vjp")
 
 
 def test_planted_gqa_mapping_keeps_shapes() -> None:

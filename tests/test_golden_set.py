@@ -88,6 +88,10 @@ def test_the_set_reads_with_json_and_numpy_alone(tmp_path: Path):
     )
     check = "\nassert x.shape == (3, 7) and vjp.shape == (3, 7) and str(x.dtype) == 'float64'\n"
     run = subprocess.run(
-        [sys.executable, "-I", "-c", guard + block + check], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-I", "-c", guard + block + check],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr

@@ -27,10 +27,11 @@ __all__ = ["FD_CHECKS", "check_instance", "check_instances"]
 FD_CHECKS = ("fd_jvp", "jacobian_fd", "vjp_fd", "hvp")  # the checks against finite differences
 
 
-def check_instance(inst: Any, dtype: Any = "float64", mode: str = "full") -> Report:
-    """Run every check on one instance (``jaxcalc.cases.instance(...)``) at its seeded inputs and
-    probes, in ``dtype``; rows are labelled with the instance id. Outside the typical regime the
-    finite-difference checks are left out (see the module docstring)."""
+def check_instance(inst: Any, dtype: Any = "float64", mode: str = "full", checks: Any = None) -> Report:
+    """Run every check (or those ``checks`` selects, as in :func:`jaxcalc.check_function`) on one
+    instance (``jaxcalc.cases.instance(...)``) at its seeded inputs and probes, in ``dtype``; rows
+    are labelled with the instance id. Outside the typical regime the finite-difference checks are
+    left out (see the module docstring)."""
     from jaxcalc.numerics import column
 
     inputs = inst.sample(dtype)
@@ -64,6 +65,7 @@ def check_instance(inst: Any, dtype: Any = "float64", mode: str = "full") -> Rep
         chain=case.chain,
         mode=mode,
         dtype=dtype,
+        checks=checks,
     )
     if inst.regime == "typical":
         return report
