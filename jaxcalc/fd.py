@@ -22,7 +22,7 @@ from jax.typing import ArrayLike
 
 from jaxcalc.numerics import fd_base_step
 
-__all__ = ["base_step", "derivative", "directional", "jacobian", "stencil", "typical_scale"]
+__all__ = ["base_step", "derivative", "directional", "directional_points", "jacobian", "stencil", "typical_scale"]
 
 
 _OFFSETS = (-2.0, -1.0, 1.0, 2.0)
@@ -85,32 +85,49 @@ def _prepare(primals: Sequence, tangents: Sequence) -> tuple[tuple, tuple]:
     return primals, tangents
 
 
-def directional(f: Callable[..., jax.Array], primals: Sequence, tangents: Sequence, *, has_aux: bool = False):
-    """J t = sum_k J_k t_k: the derivative of f(*primals) along ``tangents`` (one per primal).
+def directional_points(primals: Sequence, tangents: Sequence) -> tuple[tuple, Callable[[jax.Array], jax.Array]]:
+    """The evaluation points of :func:`directional`, and how f's values there combine into J t.
 
-    Each input contributes its own central difference with its own step, so inputs of very
-    different magnitudes are each differenced at a step that suits them. All 4 x n_inputs
-    evaluations are one ``vmap`` of f. With ``has_aux`` f returns (value, aux) and the result is
-    (J t, aux of every evaluation stacked on a leading axis).
+    Returns ``(points, combine)``: ``points`` holds one array per primal, its 4 x len(primals)
+    points stacked on a leading axis (input k moves along its tangent in the 4 evaluations of
+    its own stencil and stays put in the others); ``combine(values)`` takes f's values at those
+    points, stacked the same way, to J t. Each input is differenced at its own step, so inputs
+    of very different magnitudes each get a step that suits them.
     """
     primals, tangents = _prepare(primals, tangents)
     n = len(primals)
     dtype = tangents[0].dtype
     steps = jnp.stack([_input_step(p, t).astype(dtype) for p, t in zip(primals, tangents, strict=True)])
-    # coef[k, o, j]: how far input j moves in evaluation o of input k's stencil (0 unless j == k).
+    # coef[k * 4 + o, j]: how far input j moves in evaluation o of input k's stencil (0 unless j == k).
     offsets = jnp.asarray(_OFFSETS, dtype)
-    coef = jnp.eye(n, dtype=dtype)[:, None, :] * offsets[None, :, None] * steps[:, None, None]
+    coef = (jnp.eye(n, dtype=dtype)[:, None, :] * offsets[None, :, None] * steps[:, None, None]).reshape(4 * n, n)
+    points = tuple(
+        p + coef[:, j].reshape((4 * n,) + (1,) * p.ndim) * t
+        for j, (p, t) in enumerate(zip(primals, tangents, strict=True))
+    )
 
-    def moved(c):
-        return f(*(p + ci * t for p, ci, t in zip(primals, c, tangents, strict=True)))
+    def combine(vals: jax.Array) -> jax.Array:
+        vals = vals.reshape((n, 4) + vals.shape[1:])
+        w = jnp.asarray(_WEIGHTS, vals.dtype)
+        per_input = jnp.tensordot(vals, w, axes=((1,), (0,)))  # (n, *out)
+        scale = (12 * steps).astype(vals.dtype).reshape((n,) + (1,) * (vals.ndim - 2))
+        return jnp.sum(per_input / scale, axis=0)
 
-    vals = jax.vmap(moved)(coef.reshape(4 * n, n))
+    return points, combine
+
+
+def directional(f: Callable[..., jax.Array], primals: Sequence, tangents: Sequence, *, has_aux: bool = False):
+    """J t = sum_k J_k t_k: the derivative of f(*primals) along ``tangents`` (one per primal).
+
+    Each input contributes its own 5-point central difference with its own step
+    (:func:`directional_points`); all 4 x n_inputs evaluations are one ``vmap`` of f. With
+    ``has_aux`` f returns (value, aux) and the result is (J t, aux of every evaluation stacked
+    on a leading axis).
+    """
+    points, combine = directional_points(primals, tangents)
+    vals = jax.vmap(f)(*points)
     vals, aux = vals if has_aux else (vals, None)
-    vals = vals.reshape((n, 4) + vals.shape[1:])
-    w = jnp.asarray(_WEIGHTS, vals.dtype)
-    per_input = jnp.tensordot(vals, w, axes=((1,), (0,)))  # (n, *out)
-    scale = (12 * steps).astype(vals.dtype).reshape((n,) + (1,) * (vals.ndim - 2))
-    d = jnp.sum(per_input / scale, axis=0)
+    d = combine(vals)
     return (d, aux) if has_aux else d
 
 

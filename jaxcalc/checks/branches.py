@@ -12,6 +12,7 @@ thousands), where comparing one-sided slopes would not.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend import core
 
-__all__ = ["with_branches", "crossed"]
+__all__ = ["with_branches", "crossed", "inlined", "traced"]
 
 
 def _outputs(invals, outs, params):
@@ -73,12 +74,16 @@ _CALLS = (
     "custom_vjp_call",
     "checkpoint",
     "remat",
+    "remat2",
 )
+# The calls that change nothing but compilation: inlined where a function is to be
+# differentiated (custom derivative rules and checkpoints are kept).
+_PLAIN_CALLS = ("jit", "pjit", "closed_call", "core_call")
 
 
-def _sub_jaxpr(eqn) -> Any:
+def _sub_jaxpr(eqn, calls: tuple[str, ...] = _CALLS) -> Any:
     """The closed jaxpr a call-like equation (jit, custom_jvp/vjp call, closed call) evaluates."""
-    if eqn.primitive.name not in _CALLS:
+    if eqn.primitive.name not in calls:
         return None
     for key in ("jaxpr", "call_jaxpr"):
         sub = eqn.params.get(key)
@@ -89,7 +94,9 @@ def _sub_jaxpr(eqn) -> Any:
     return None
 
 
-def _eval(jaxpr, consts, args, record: list) -> list:
+def _eval(jaxpr, consts, args, record: list | None, calls: tuple[str, ...] = _CALLS) -> list:
+    """Evaluate a jaxpr by binding its equations, inlining ``calls``; with ``record`` (a list),
+    append the branch decisions of its piecewise primitives."""
     env: dict = {}
 
     def read(v):
@@ -100,13 +107,15 @@ def _eval(jaxpr, consts, args, record: list) -> list:
     for eqn in jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
         name = eqn.primitive.name
-        sub = _sub_jaxpr(eqn)
+        sub = _sub_jaxpr(eqn, calls)
         if sub is not None:
-            outs = _eval(sub.jaxpr, sub.consts, invals, record)
+            outs = _eval(sub.jaxpr, sub.consts, invals, record, calls)
         else:
-            outs = eqn.primitive.bind(*invals, **eqn.params)
+            outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
             outs = outs if eqn.primitive.multiple_results else [outs]
-            if name == "cond":
+            if record is None:
+                pass
+            elif name == "cond":
                 record.append(invals[0])
             elif name in _BRANCHES:
                 record.extend(_BRANCHES[name](invals, outs, eqn.params))
@@ -114,22 +123,61 @@ def _eval(jaxpr, consts, args, record: list) -> list:
     return [read(v) for v in jaxpr.outvars]
 
 
+def traced(f: Callable[..., Any], *example: Any) -> tuple[core.ClosedJaxpr, Any]:
+    """``(jaxpr, out_shape)`` of f at the shapes and dtypes of ``example`` (arrays, tracers or
+    ShapeDtypeStructs, any pytree).
+
+    Traces are kept per function, argument signature and x64 setting, so a function checked
+    once is traced once: its shape, its value and its derivatives all come from one trace. A
+    function that cannot be hashed is traced every time.
+    """
+    leaves, tree = jax.tree_util.tree_flatten(example)
+    sig = tuple(jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in leaves)
+    try:
+        return _traced(f, tree, sig, bool(jax.config.jax_enable_x64))
+    except TypeError:  # f is unhashable
+        return _traced.__wrapped__(f, tree, sig, bool(jax.config.jax_enable_x64))
+
+
+@functools.lru_cache(maxsize=256)
+def _traced(f, tree, sig, x64):
+    def flat(*leaves):
+        return f(*jax.tree_util.tree_unflatten(tree, leaves))
+
+    with jax.disable_jit(False):  # loops stay loops, also inside a witness program's trace
+        return jax.make_jaxpr(flat, return_shape=True)(*sig)
+
+
+def _run(f: Callable[..., Any], example: tuple, record: bool, calls: tuple[str, ...]) -> Callable[..., Any]:
+    jx, out_shape = traced(f, *example)
+    tree = jax.tree_util.tree_structure(out_shape)
+
+    def g(*args):
+        rec: list | None = [] if record else None
+        outs = _eval(jx.jaxpr, jx.consts, jax.tree_util.tree_leaves(args), rec, calls)
+        value = jax.tree_util.tree_unflatten(tree, outs)
+        return (value, tuple(rec)) if record else value
+
+    return g
+
+
 def with_branches(f: Callable[..., Any], *example: Any) -> Callable[..., tuple[Any, tuple]]:
     """``g(*args) -> (f(*args), branches)``: f's value and the branch record of its piecewise ops.
 
     ``example`` fixes the argument shapes (tracers are fine); g may then be vmapped or jitted.
     """
-    closed = jax.make_jaxpr(f, return_shape=True)
-    jx, out_shape = closed(*example)
-    tree = jax.tree_util.tree_structure(out_shape)
+    return _run(f, example, True, _CALLS)
 
-    def g(*args):
-        record: list = []
-        flat = jax.tree_util.tree_leaves(args)
-        outs = _eval(jx.jaxpr, jx.consts, flat, record)
-        return jax.tree_util.tree_unflatten(tree, outs), tuple(record)
 
-    return g
+def inlined(f: Callable[..., Any], *example: Any) -> Callable[..., Any]:
+    """f traced once at ``example``'s shapes (:func:`traced`), as a function that binds its
+    primitives directly.
+
+    Nested ``jit`` calls (every ``jax.numpy`` function is one) are inlined, custom derivative
+    rules kept. Transforming the result (``vjp``, ``jvp``, ``vmap``) costs a fraction of
+    transforming f itself, which re-runs f's Python and every nested call's tracing machinery.
+    """
+    return _run(f, example, False, _PLAIN_CALLS)
 
 
 def crossed(a: tuple, b: tuple) -> jax.Array:

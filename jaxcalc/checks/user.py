@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import keystr, tree_flatten_with_path, tree_unflatten
 
+from jaxcalc.checks.branches import inlined, traced
 from jaxcalc.checks.core import run_checks
 from jaxcalc.checks.report import CheckResult, Report
 from jaxcalc.numerics import column, reference_mode
@@ -49,23 +50,33 @@ class _Flat(NamedTuple):
         return self.f(*self.args(leaves))
 
 
+class _Raw(NamedTuple):
+    """The user's grad_fn / vjp_fn called on argument leaves, its output as the user gives it."""
+
+    fn: Callable[..., Any]
+    flat: _Flat
+    kind: str  # "grad" (grad_fn(*args)) or "vjp" (vjp_fn(args, ct))
+
+    def __call__(self, leaves: tuple, ct: jax.Array) -> Any:
+        args = self.flat.args(leaves)
+        return self.fn(*args) if self.kind == "grad" else self.fn(tuple(args), ct)
+
+
 class _Derivative(NamedTuple):
     """The user's grad_fn / vjp_fn as a pullback over the differentiable leaves.
 
     ``picks[j]`` is the position, among the leaves of the user's output, of differentiable
-    leaf j's derivative.
+    leaf j's derivative. The user's function is traced once (``branches.traced``), for its
+    structure and for every witness.
     """
 
-    fn: Callable[..., Any]
-    flat: _Flat
-    kind: str  # "grad" (scalar f: ct * grad_fn(*args)) or "vjp" (vjp_fn(args, ct))
+    raw: _Raw
     picks: tuple[int, ...]
 
     def __call__(self, leaves: tuple, ct: jax.Array) -> tuple:
-        args = self.flat.args(leaves)
-        out = self.fn(*args) if self.kind == "grad" else self.fn(tuple(args), ct)
-        got = jax.tree_util.tree_leaves(out)
-        return tuple((ct * got[p]) if self.kind == "grad" else got[p] for p in self.picks)
+        got = jax.tree_util.tree_leaves(inlined(self.raw, tuple(leaves), ct)(tuple(leaves), ct))
+        grad = self.raw.kind == "grad"
+        return tuple((ct * got[p]) if grad else got[p] for p in self.picks)
 
 
 class _Tangent(NamedTuple):
@@ -186,7 +197,7 @@ def check_function(
     user = grad_fn if grad_fn is not None else vjp_fn
     with reference_mode(dtype if not col.low else "float32"):
         sample = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
-        out = jax.eval_shape(lambda *a: flat_f(*a), *sample)
+        out = traced(flat_f, *sample)[1]
         if grad_fn is not None and out.shape != ():
             raise ValueError(f"grad_fn needs a scalar f, but f returns shape {out.shape}; give vjp_fn")
         # Probes from NumPy's seeded generator: as reproducible as jax.random, and drawing them
@@ -196,13 +207,9 @@ def check_function(
         ct = rng.standard_normal(out.shape) if out.shape else np.ones(())
         tangents = [rng.standard_normal(leaves[j].shape) for j in diff_idx]
         if user is not None:
-            kind = "grad" if grad_fn is not None else "vjp"
-            shaped = jax.eval_shape(
-                (lambda *a: user(*flat_f.args(a)))
-                if kind == "grad"
-                else (lambda c, *a: user(tuple(flat_f.args(a)), c)),
-                *(sample if kind == "grad" else [jax.ShapeDtypeStruct(out.shape, dtype), *sample]),
-            )
+            raw = _Raw(user, flat_f, "grad" if grad_fn is not None else "vjp")
+            shaped = traced(raw, tuple(sample), jax.ShapeDtypeStruct(out.shape, dtype))[1]
+            kind = raw.kind
             picks, problem = _picks(shaped, expected, single)
             side = "handwritten gradient" if kind == "grad" else "handwritten VJP"
             if picks is None:
@@ -218,7 +225,7 @@ def check_function(
                     hint = ": transposed?" if shape == leaves[j].shape[::-1] and len(shape) > 1 else ""
                     notes.append(_note(name, f"shape {shape}, expected {leaves[j].shape}{hint}", label[j]))
                 if not bad:
-                    vjp = _Derivative(user, flat_f, kind, picks)
+                    vjp = _Derivative(raw, picks)
     jvp = _Tangent(jvp_fn, flat_f, nums, single, diff_idx) if jvp_fn is not None else None
     if col.low:
         from jaxcalc.checks.lowprec import check_low_precision

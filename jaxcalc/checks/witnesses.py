@@ -1,8 +1,16 @@
-"""Every derivative the checks compare, computed in one jitted call per function."""
+"""Every derivative the checks compare, computed in one program per function.
+
+The program is traced once per function and argument signature. A small one (a few thousand
+equations over small arrays) runs on the host with NumPy (:mod:`jaxcalc.checks.host`), which
+compiles nothing; a larger one, or one using a primitive or dtype the host evaluator lacks, is
+compiled by XLA. ``JAXCALC_WITNESS=host`` or ``=xla`` forces one of the two (``auto`` is the
+default); :data:`EXECUTOR` is the same setting in Python.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -12,7 +20,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jaxcalc import fd
-from jaxcalc.checks.branches import crossed, with_branches
+from jaxcalc.checks import host
+from jaxcalc.checks.branches import crossed, inlined, traced, with_branches
 
 __all__ = [
     "Context",
@@ -23,7 +32,16 @@ __all__ = [
     "MAX_JACFWD",
     "COLUMN_BATCH",
     "JACOBIAN_ORDER",
+    "EXECUTOR",
 ]
+
+# Where witness programs run: "auto" (the host for small programs, XLA otherwise), "host" (the
+# host wherever it can) or "xla" (always compiled).
+EXECUTOR = os.environ.get("JAXCALC_WITNESS", "auto")
+# The estimate behind "auto", in seconds: host time per equation run, per element produced and
+# per multiply-add; XLA compile time per program and per equation (measured on a 2-core CPU).
+HOST_SECONDS = (6e-6, 2e-9, 1e-9)
+COMPILE_SECONDS = (0.05, 4e-4)
 
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
@@ -36,6 +54,9 @@ MAX_JACFWD = 2_000
 # Largest (input size, Jacobian size) whose checking program is compiled without LLVM's heavy
 # optimizations: the catalogue's cases, where compiling costs far more than running.
 QUICK_COMPILE = (1_000, 20_000)
+# Largest number of elements (points x inputs) of finite-difference points held at once; beyond
+# it each point is built from its index inside a chunked map.
+MAX_POINTS = 4_000_000
 # Jacobian columns evaluated together (vmapped) before moving to the next chunk.
 COLUMN_BATCH = 512
 # Truncation order of the per-element FD Jacobian: the 2-evaluation central difference. At its
@@ -92,7 +113,7 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
     again, at new values, costs no compilation. Every finite difference comes with a flag
     (``*_kink``) saying whether its stencil crossed a kink (:mod:`jaxcalc.checks.branches`).
     """
-    out = jax.eval_shape(ctx.f_diff, *ctx.diff)
+    out = traced(ctx.forward, *ctx.primals)[1]
     n_in = sum(int(np.size(d)) for d in ctx.diff)
     full = mode == "full" and n_in * max(out.size, 1) <= MAX_JACOBIAN
     full = full and bool(wanted & {"jacobian_fd", "jacobian_modes", "vjp_fd"})
@@ -114,7 +135,55 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
         chain is not None and "chain_forward" in wanted,
     )
     fn = _program(ctx.forward, ctx.diff_idx, vjp, jvp, chain, flags)
-    return jax.device_get(fn(ctx.primals, ctx.ct, ctx.tangents))
+    return fn(ctx.primals, ctx.ct, ctx.tangents)
+
+
+class _Program:
+    """The witness program of one function: traced once per argument signature, then run on
+    the host or compiled (see the module docstring)."""
+
+    def __init__(self, compute: Callable[..., Any], options: dict | None, inline: bool):
+        self.compute, self.options, self.inline = compute, options, inline
+        self.runs: dict[Any, Callable[[Any], Any]] = {}
+
+    def __call__(self, *args: Any) -> Any:
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        key = (tree, tuple((np.shape(x), np.result_type(x)) for x in leaves))
+        run = self.runs.get(key)
+        if run is None:
+            run = self.runs[key] = self._prepare(args, len(leaves))
+        return run(args)
+
+    def _prepare(self, args: tuple, n_leaves: int) -> Callable[[Any], Any]:
+        # For a small program the witnesses' own jax.numpy calls are traced inline rather than
+        # as nested jits, each of which would be traced anew for every new shape. The user's
+        # function is traced apart, with jit on (branches.traced), so its loops stay loops.
+        with jax.disable_jit(self.inline):
+            traced = jax.jit(self.compute, compiler_options=self.options).trace(*args)
+        closed, out_tree = traced.jaxpr, traced.out_tree
+        if use_host(closed) and len(closed.jaxpr.invars) == n_leaves:
+
+            def on_host(a: tuple) -> Any:
+                return jax.tree_util.tree_unflatten(out_tree, host.evaluate(closed, jax.tree_util.tree_leaves(a)))
+
+            return on_host
+        compiled = traced.lower().compile()
+        return lambda a: jax.device_get(compiled(*a))
+
+
+def use_host(closed: Any, executor: str | None = None) -> bool:
+    """Whether a traced witness program runs on the host (see :data:`EXECUTOR`)."""
+    executor = executor or EXECUTOR
+    if executor not in ("auto", "host", "xla"):
+        raise ValueError(f"JAXCALC_WITNESS must be auto, host or xla, not {executor!r}")
+    if executor == "xla" or not host.supported(closed):
+        return False
+    if executor == "host":
+        return True
+    c = host.cost(closed)
+    on_host = c.equations * HOST_SECONDS[0] + c.elements * HOST_SECONDS[1] + c.flops * HOST_SECONDS[2]
+    compiling = COMPILE_SECONDS[0] + c.equations * COMPILE_SECONDS[1]
+    return on_host <= compiling / 4
 
 
 @functools.lru_cache(maxsize=128)
@@ -124,87 +193,113 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
     full, jacfwd, scalar, hessian, quick, fd_jvp, chained = flags
 
     def compute(primals, ct, tangents):
-        c = Context("", forward, primals, diff_idx, (), ct, tangents, None)
+        # f and the handwritten derivative are each traced once (and kept: branches.traced);
+        # every witness transforms those traces, nested jits inlined, not the user's Python.
+        c = Context("", inlined(forward, *primals), primals, diff_idx, (), ct, tangents, None)
         diff = c.diff
         v, unravel = ravel_pytree(diff)
+        n = v.size
         w: dict[str, Any] = {}
         branchy = with_branches(c.f_diff, *diff)
         center = branchy(*diff)[1]
 
-        def kinked(records):  # records of several points, stacked: does any differ from x's?
-            if not records:  # a smooth function: no piecewise primitive at all
-                return jnp.asarray(False)
-            return jnp.any(jax.vmap(lambda r: crossed(r, center))(records))
-
-        _, pull = jax.vjp(c.f_diff, *diff)
-        w["ad_vjp"] = pull(ct)
-        if vjp is not None:
-            w["hw_vjp"] = tuple(vjp(primals, ct))
-        w["ad_jvp"] = jax.jvp(c.f_diff, diff, tangents)[1]
+        # Autodiff's JVP, VJP and Jacobians all come from one linearization of f: its JVP is the
+        # linear map, the VJP that map's transpose (what jax.vjp computes), jacfwd its columns.
+        out, lin = jax.linearize(c.f_diff, *diff)
+        pull = jax.linear_transpose(lin, *diff)
+        if out.ndim == 0:  # a scalar's pullback is ct times its gradient: one transpose serves both
+            grad1 = pull(jnp.ones_like(out))
+            w["ad_vjp"] = tuple(ct * g for g in grad1)
+        else:
+            w["ad_vjp"] = pull(ct)
+        hand = inlined(vjp, primals, ct) if vjp is not None else None
+        if hand is not None:
+            w["hw_vjp"] = tuple(hand(primals, ct))
+        w["ad_jvp"] = lin(*tangents)
         if jvp is not None:
-            w["hw_jvp"] = jvp(primals, tangents)
-        if fd_jvp:
-            w["fd_jvp"], rec = fd.directional(branchy, diff, tangents, has_aux=True)
-            w["fd_jvp_kink"] = kinked(rec)
+            w["hw_jvp"] = inlined(jvp, primals, tangents)(primals, tangents)
 
         def f_flat(u):
             return c.f_diff(*unravel(u))
 
+        def basis(i):
+            return jax.nn.one_hot(i, n, dtype=v.dtype)
+
+        # Every finite difference of f is one batched evaluation: the directional stencil's
+        # 4 points per input (fd_jvp; the Hessian checks difference the gradient at the same
+        # points), then each Jacobian column's two (x - h e_i, then x + h e_i).
+        steps = fd_jvp or scalar
+        if steps:
+            moved, combine = fd.directional_points(diff, tangents)
+            p_dir = jnp.concatenate([p.reshape(p.shape[0], -1) for p in moved], axis=1).astype(v.dtype)
+        m_dir = p_dir.shape[0] if steps else 0
         if full:
-            n = v.size
-
-            def basis(i):
-                return jax.nn.one_hot(i, n, dtype=v.dtype)
-
-            w["jrev"] = jax.jacrev(f_flat)(v)
-            if jacfwd:
-                jfwd = columns(lambda i: jax.jvp(f_flat, (v,), (basis(i),))[1], n)
-                w["jfwd"] = jnp.moveaxis(jfwd, 0, -1)
             typ, _ = ravel_pytree(tuple(fd.typical_scale(d) for d in diff))
             h = fd.base_step(v.dtype, JACOBIAN_ORDER) * typ
 
-            def column(i):
-                def at(s):
-                    return branchy(*unravel(v + s * basis(i)))
+        m = m_dir + (2 * n if full else 0)
+        if m:
+            if not full or m * n <= MAX_POINTS:  # the points held at once, one row each
+                shift = jnp.diag(h) if full else None
+                rows = jnp.concatenate(([p_dir] if steps else []) + ([v - shift, v + shift] if full else []))
+                vals, recs = jax.vmap(lambda u: branchy(*unravel(u)))(rows)
+            else:  # too many to hold: each built from its index, in chunks
 
-                d, rec = fd.stencil(at, h[i], order=JACOBIAN_ORDER, has_aux=True)
-                return d, kinked(rec)
+                def point(i):
+                    j = jnp.clip(i - m_dir, 0, 2 * n - 1)
+                    col = j % n
+                    at_column = v + jnp.where(j < n, -h[col], h[col]) * basis(col)
+                    return jnp.where(i < m_dir, p_dir[jnp.minimum(i, m_dir - 1)], at_column) if steps else at_column
 
-            jfd, kinks = columns(column, n)
+                vals, recs = columns(lambda i: branchy(*unravel(point(i))), m)
+            cross = jax.vmap(lambda r: crossed(r, center))(recs) if recs else jnp.zeros(m, bool)
+        if fd_jvp:
+            w["fd_jvp"] = combine(vals[:m_dir])
+            w["fd_jvp_kink"] = jnp.any(cross[:m_dir])
+        if full:
+            if out.ndim == 0:  # a scalar's Jacobian is its gradient
+                w["jrev"] = ravel_pytree(grad1)[0]
+            else:  # jacrev: the pullback of each output basis vector
+                rows = jax.vmap(lambda e: ravel_pytree(pull(e.reshape(out.shape)))[0])(jnp.eye(out.size, dtype=out.dtype))
+                w["jrev"] = rows.reshape(out.shape + (n,))
+            if jacfwd:  # jacfwd: the linear map at each input basis vector
+                jfwd = columns(lambda i: lin(*unravel(basis(i))), n)
+                w["jfwd"] = jnp.moveaxis(jfwd, 0, -1)
+            lo, hi = vals[m_dir : m_dir + n], vals[m_dir + n :]
+            jfd = (hi - lo) / (2 * h).astype(vals.dtype).reshape((n,) + (1,) * (vals.ndim - 1))
             w["jfd"] = jnp.moveaxis(jfd, 0, -1)
-            w["jfd_kink"] = kinks
+            w["jfd_kink"] = cross[m_dir : m_dir + n] | cross[m_dir + n :]
         if chained:
             k = c.diff_idx[0]
             outer, inner = chain(primals)
             w["chain_value"] = outer(inner(primals[k]))
             w["value"] = c.forward(*primals)
-            for m in ("forward", "reverse"):
-                w[f"chain_{m}"] = chain_rule_product(outer, inner, primals[k], mode=m)
+            for mode in ("forward", "reverse"):
+                w[f"chain_{mode}"] = chain_rule_product(outer, inner, primals[k], mode=mode)
         if scalar:
             # With a handwritten derivative the Hessian checks differentiate IT: its directional
             # derivative against its own finite difference, and its Jacobian's symmetry.
-            if vjp is not None:
+            if hand is not None:
 
                 def grad(u):
                     one = jnp.ones((), v.dtype)
-                    return ravel_pytree(tuple(vjp(c.with_diff(unravel(u)), one)))[0]
+                    return ravel_pytree(tuple(hand(c.with_diff(unravel(u)), one)))[0]
             else:
                 grad = jax.grad(f_flat)
             t, _ = ravel_pytree(tangents)
-            w["hvp"] = jax.jvp(grad, (v,), (t,))[1]
-
-            def grad_and_branches(*d):
-                return grad(ravel_pytree(d)[0]), branchy(*d)[1]
-
-            w["hvp_fd"], rec = fd.directional(grad_and_branches, diff, tangents, has_aux=True)
-            w["hvp_kink"] = kinked(rec)
-            if hessian:
-                w["hessian"] = jax.jacfwd(grad)(v)
+            w["hvp_fd"] = combine(jax.vmap(grad)(p_dir))
+            w["hvp_kink"] = jnp.any(cross[:m_dir])
+            # Forward over the gradient: its linearization is u -> H u.
+            _, hess = jax.linearize(grad, v)
+            if hessian:  # H's columns are H e_j (jacfwd of the gradient); H t is contracted from them
+                w["hessian"] = jnp.moveaxis(columns(lambda j: hess(basis(j)), n), 0, -1)
+                w["hvp"] = w["hessian"] @ t
             else:
+                w["hvp"] = hess(t)
                 u = jnp.roll(t, 1) * jnp.linspace(0.5, 1.5, t.size, dtype=t.dtype)
                 w["sym"] = (
                     jnp.vdot(u, w["hvp"]),
-                    jnp.vdot(t, jax.jvp(grad, (v,), (u,))[1]),
+                    jnp.vdot(t, hess(u)),
                     jnp.sum(jnp.abs(u * w["hvp"])),
                 )
         return w
@@ -212,4 +307,4 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
     # On CPU, skipping LLVM's heavy optimizations cuts compile time by a third to a half and
     # changes no rounding (HLO-level rewrites still run); it slows the compiled code.
     options = _FAST_COMPILE if quick and jax.default_backend() == "cpu" else None
-    return jax.jit(compute, compiler_options=options)
+    return _Program(compute, options, quick)
