@@ -160,6 +160,7 @@ def _both_executors(monkeypatch, run):
 
     monkeypatch.setattr(witnesses, "EXECUTOR", "host")
     monkeypatch.setattr(witnesses._Program, "_prepare", both)
+    witnesses._program.cache_clear()  # programs prepared by earlier tests would not be seen
     result = run()
     return result, pairs
 
@@ -242,12 +243,16 @@ def test_user_checks_agree_between_executors(monkeypatch):
         g = jax.grad(loss)(p, x, y)
         return {"W1": g["W1"] * 1.001, "W2": g["W2"]}
 
-    verdicts = {}
+    verdicts, hosted = {}, []
+    evaluate = host.evaluate
+    monkeypatch.setattr(host, "evaluate", lambda *a: hosted.append(1) or evaluate(*a))
     for executor in ("host", "xla"):
         monkeypatch.setattr(witnesses, "EXECUTOR", executor)
+        witnesses._program.cache_clear()
         for name, g in (("right", jax.grad(loss)), ("wrong", wrong)):
             r = check_function(loss, (params, x, y), g, argnums=0, name=f"{name}_{executor}")
             verdicts[executor, name] = [(row.check, row.status) for row in r.results]
+    assert len(hosted) == 2  # the two host runs; the XLA runs compiled
     assert verdicts["host", "right"] == verdicts["xla", "right"]
     assert verdicts["host", "wrong"] == verdicts["xla", "wrong"]
     assert all(s in ("pass", "kink") for _, s in verdicts["host", "right"])

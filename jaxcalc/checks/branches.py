@@ -12,7 +12,6 @@ thousands), where comparing one-sided slopes would not.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -123,28 +122,51 @@ def _eval(jaxpr, consts, args, record: list | None, calls: tuple[str, ...] = _CA
     return [read(v) for v in jaxpr.outvars]
 
 
-def traced(f: Callable[..., Any], *example: Any) -> tuple[core.ClosedJaxpr, Any]:
+def traced(f: Callable[..., Any], *example: Any, inline_jit: bool = False) -> tuple[core.ClosedJaxpr, Any]:
     """``(jaxpr, out_shape)`` of f at the shapes and dtypes of ``example`` (arrays, tracers or
     ShapeDtypeStructs, any pytree).
 
     Traces are kept per function, argument signature and x64 setting, so a function checked
-    once is traced once: its shape, its value and its derivatives all come from one trace. A
-    function that cannot be hashed is traced every time.
+    once is traced once: its shape, its value and its derivatives all come from one trace (the
+    first one made is kept). A function that cannot be hashed is traced every time.
+    ``inline_jit`` traces f's nested jits inline (``jax.disable_jit``): cheaper for a function
+    without loops, but it unrolls ``lax.scan`` and ``fori_loop``, so it is off by default.
     """
     leaves, tree = jax.tree_util.tree_flatten(example)
     sig = tuple(jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in leaves)
+    key = (f, tree, sig, bool(jax.config.jax_enable_x64))
     try:
-        return _traced(f, tree, sig, bool(jax.config.jax_enable_x64))
+        hit = _TRACES.get(key)
     except TypeError:  # f is unhashable
-        return _traced.__wrapped__(f, tree, sig, bool(jax.config.jax_enable_x64))
+        return _trace(f, tree, sig, inline_jit)
+    if hit is None:
+        hit = _TRACES[key] = _trace(f, tree, sig, inline_jit)
+        while len(_TRACES) > 256:
+            _TRACES.pop(next(iter(_TRACES)))
+    return hit
 
 
-@functools.lru_cache(maxsize=256)
-def _traced(f, tree, sig, x64):
+_TRACES: dict[Any, tuple[core.ClosedJaxpr, Any]] = {}
+
+
+def has_loops(jaxpr: core.Jaxpr) -> bool:
+    """Whether a jaxpr holds a loop (scan, while), at any depth."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("scan", "while"):
+            return True
+        for v in eqn.params.values():
+            for x in v if isinstance(v, (tuple, list)) else (v,):
+                sub = x.jaxpr if isinstance(x, core.ClosedJaxpr) else x
+                if isinstance(sub, core.Jaxpr) and has_loops(sub):
+                    return True
+    return False
+
+
+def _trace(f, tree, sig, inline_jit):
     def flat(*leaves):
         return f(*jax.tree_util.tree_unflatten(tree, leaves))
 
-    with jax.disable_jit(False):  # loops stay loops, also inside a witness program's trace
+    with jax.disable_jit(inline_jit):  # by default loops stay loops, even inside a witness trace
         return jax.make_jaxpr(flat, return_shape=True)(*sig)
 
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import keystr, tree_flatten_with_path, tree_unflatten
 
-from jaxcalc.checks.branches import inlined, traced
+from jaxcalc.checks.branches import has_loops, inlined, traced
 from jaxcalc.checks.core import run_checks
 from jaxcalc.checks.report import CheckResult, Report
 from jaxcalc.numerics import column, reference_mode
@@ -197,7 +197,7 @@ def check_function(
     user = grad_fn if grad_fn is not None else vjp_fn
     with reference_mode(dtype if not col.low else "float32"):
         sample = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
-        out = traced(flat_f, *sample)[1]
+        f_jaxpr, out = traced(flat_f, *sample)
         if grad_fn is not None and out.shape != ():
             raise ValueError(f"grad_fn needs a scalar f, but f returns shape {out.shape}; give vjp_fn")
         # Probes from NumPy's seeded generator: as reproducible as jax.random, and drawing them
@@ -208,7 +208,10 @@ def check_function(
         tangents = [rng.standard_normal(leaves[j].shape) for j in diff_idx]
         if user is not None:
             raw = _Raw(user, flat_f, "grad" if grad_fn is not None else "vjp")
-            shaped = traced(raw, tuple(sample), jax.ShapeDtypeStruct(out.shape, dtype))[1]
+            # Where f has no loop, the derivative is traced with its nested jits inline: no
+            # per-shape tracing of every jax.numpy function it calls.
+            ct_aval = jax.ShapeDtypeStruct(out.shape, dtype)
+            shaped = traced(raw, tuple(sample), ct_aval, inline_jit=not has_loops(f_jaxpr.jaxpr))[1]
             kind = raw.kind
             picks, problem = _picks(shaped, expected, single)
             side = "handwritten gradient" if kind == "grad" else "handwritten VJP"
