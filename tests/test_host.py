@@ -285,3 +285,23 @@ def test_reference_mode_keeps_host_results_in_the_declared_dtype():
         closed = jax.make_jaxpr(lambda x: jnp.sum(jnp.exp(x) * 0.1))(np.ones(3, np.float32))
     (out,) = host.evaluate(closed, [np.ones(3, np.float32)])
     assert out.dtype == np.float32 and out.shape == ()
+
+
+def test_a_program_checked_again_and_again_is_compiled_once_the_host_time_pays_for_it(monkeypatch):
+    hosted = []
+    evaluate = host.evaluate
+    monkeypatch.setattr(host, "evaluate", lambda *a: hosted.append(1) or evaluate(*a))
+    monkeypatch.setattr(witnesses, "_estimate", lambda closed: (0.0, 0.0))  # compiling "costs" nothing
+
+    def f(x):
+        return jnp.sum(jnp.tanh(x) ** 2)
+
+    x = np.linspace(-1, 1, 6)
+    for executor, expected in (("auto", 1), ("host", 4)):
+        monkeypatch.setattr(witnesses, "EXECUTOR", executor)
+        witnesses._program.cache_clear()
+        hosted.clear()
+        reports = [check_function(f, (x * (1 + k),), jax.grad(f)) for k in range(4)]
+        assert len(hosted) == expected, executor  # auto: the first run on the host, then compiled
+        assert all(r.passed for r in reports)
+        assert [row.error for row in reports[0].results] != [row.error for row in reports[1].results]

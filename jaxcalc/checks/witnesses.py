@@ -3,14 +3,16 @@
 The program is traced once per function and argument signature. A small one (a few thousand
 equations over small arrays) runs on the host with NumPy (:mod:`jaxcalc.checks.host`), which
 compiles nothing; a larger one, or one using a primitive or dtype the host evaluator lacks, is
-compiled by XLA. ``JAXCALC_WITNESS=host`` or ``=xla`` forces one of the two (``auto`` is the
-default); :data:`EXECUTOR` is the same setting in Python.
+compiled by XLA. A program run on the host again and again is compiled once the host time it
+has taken would have paid for compiling it. ``JAXCALC_WITNESS=host`` or ``=xla`` forces one of
+the two (``auto`` is the default); :data:`EXECUTOR` is the same setting in Python.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -160,15 +162,37 @@ class _Program:
         # function is traced apart, with jit on (branches.traced), so its loops stay loops.
         with jax.disable_jit(self.inline):
             traced = jax.jit(self.compute, compiler_options=self.options).trace(*args)
-        closed, out_tree = traced.jaxpr, traced.out_tree
-        if use_host(closed) and len(closed.jaxpr.invars) == n_leaves:
-
-            def on_host(a: tuple) -> Any:
-                return jax.tree_util.tree_unflatten(out_tree, host.evaluate(closed, jax.tree_util.tree_leaves(a)))
-
-            return on_host
+        if use_host(traced.jaxpr) and len(traced.jaxpr.jaxpr.invars) == n_leaves:
+            return _Tiered(traced, _estimate(traced.jaxpr)[1] if EXECUTOR == "auto" else None)
         compiled = traced.lower().compile()
         return lambda a: jax.device_get(compiled(*a))
+
+
+class _Tiered:
+    """A program run on the host until the time spent there would have paid for compiling it
+    (``budget`` seconds, the estimate of :func:`_estimate`), then compiled: a function checked
+    once costs no compilation, one checked many times runs at compiled speed."""
+
+    def __init__(self, traced: Any, budget: float | None):
+        self.traced, self.budget = traced, budget
+        self.spent, self.compiled = 0.0, None
+
+    def __call__(self, a: tuple) -> Any:
+        if self.compiled is not None:
+            return jax.device_get(self.compiled(*a))
+        start = time.perf_counter()
+        outs = host.evaluate(self.traced.jaxpr, jax.tree_util.tree_leaves(a))
+        self.spent += time.perf_counter() - start
+        if self.budget is not None and self.spent >= self.budget:
+            self.compiled = self.traced.lower().compile()
+        return jax.tree_util.tree_unflatten(self.traced.out_tree, outs)
+
+
+def _estimate(closed: Any) -> tuple[float, float]:
+    """Estimated seconds to run a program on the host, and to compile it with XLA."""
+    c = host.cost(closed)
+    on_host = c.equations * HOST_SECONDS[0] + c.elements * HOST_SECONDS[1] + c.flops * HOST_SECONDS[2]
+    return on_host, COMPILE_SECONDS[0] + c.equations * COMPILE_SECONDS[1]
 
 
 def use_host(closed: Any, executor: str | None = None) -> bool:
@@ -180,9 +204,7 @@ def use_host(closed: Any, executor: str | None = None) -> bool:
         return False
     if executor == "host":
         return True
-    c = host.cost(closed)
-    on_host = c.equations * HOST_SECONDS[0] + c.elements * HOST_SECONDS[1] + c.flops * HOST_SECONDS[2]
-    compiling = COMPILE_SECONDS[0] + c.equations * COMPILE_SECONDS[1]
+    on_host, compiling = _estimate(closed)
     return on_host <= compiling / 4
 
 
@@ -243,15 +265,17 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
                 shift = jnp.diag(h) if full else None
                 rows = jnp.concatenate(([p_dir] if steps else []) + ([v - shift, v + shift] if full else []))
                 vals, recs = jax.vmap(lambda u: branchy(*unravel(u)))(rows)
-            else:  # too many to hold: each built from its index, in chunks
+            else:  # too many to hold: the columns' points built from their index, in chunks
 
-                def point(i):
-                    j = jnp.clip(i - m_dir, 0, 2 * n - 1)
+                def at_column(j):
                     col = j % n
-                    at_column = v + jnp.where(j < n, -h[col], h[col]) * basis(col)
-                    return jnp.where(i < m_dir, p_dir[jnp.minimum(i, m_dir - 1)], at_column) if steps else at_column
+                    return branchy(*unravel(v + jnp.where(j < n, -h[col], h[col]) * basis(col)))
 
-                vals, recs = columns(lambda i: branchy(*unravel(point(i))), m)
+                vals, recs = columns(at_column, 2 * n)
+                if steps:
+                    d_vals, d_recs = jax.vmap(lambda u: branchy(*unravel(u)))(p_dir)
+                    vals = jnp.concatenate([d_vals, vals])
+                    recs = tuple(jnp.concatenate([a, b]) for a, b in zip(d_recs, recs, strict=True))
             cross = jax.vmap(lambda r: crossed(r, center))(recs) if recs else jnp.zeros(m, bool)
         if fd_jvp:
             w["fd_jvp"] = combine(vals[:m_dir])
