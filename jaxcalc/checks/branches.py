@@ -12,6 +12,7 @@ thousands), where comparing one-sided slopes would not.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -136,17 +137,21 @@ def traced(f: Callable[..., Any], *example: Any, inline_jit: bool = False) -> tu
     sig = tuple(jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in leaves)
     key = (f, tree, sig, bool(jax.config.jax_enable_x64))
     try:
-        hit = _TRACES.get(key)
+        with _LOCK:
+            hit = _TRACES.get(key)
     except TypeError:  # f is unhashable
         return _trace(f, tree, sig, inline_jit)
     if hit is None:
-        hit = _TRACES[key] = _trace(f, tree, sig, inline_jit)
-        while len(_TRACES) > 256:
-            _TRACES.pop(next(iter(_TRACES)))
+        hit = _trace(f, tree, sig, inline_jit)
+        with _LOCK:  # cases are checked on worker threads
+            hit = _TRACES.setdefault(key, hit)
+            while len(_TRACES) > 256:
+                _TRACES.pop(next(iter(_TRACES)))
     return hit
 
 
 _TRACES: dict[Any, tuple[core.ClosedJaxpr, Any]] = {}
+_LOCK = threading.Lock()
 
 
 def has_loops(jaxpr: core.Jaxpr) -> bool:
