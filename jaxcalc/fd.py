@@ -85,19 +85,22 @@ def _prepare(primals: Sequence, tangents: Sequence) -> tuple[tuple, tuple]:
     return primals, tangents
 
 
-def directional_points(primals: Sequence, tangents: Sequence) -> tuple[tuple, Callable[[jax.Array], jax.Array]]:
+def directional_points(
+    primals: Sequence, tangents: Sequence, scale: float = 1.0
+) -> tuple[tuple, Callable[[jax.Array], jax.Array]]:
     """The evaluation points of :func:`directional`, and how f's values there combine into J t.
 
     Returns ``(points, combine)``: ``points`` holds one array per primal, its 4 x len(primals)
     points stacked on a leading axis (input k moves along its tangent in the 4 evaluations of
     its own stencil and stays put in the others); ``combine(values)`` takes f's values at those
     points, stacked the same way, to J t. Each input is differenced at its own step, so inputs
-    of very different magnitudes each get a step that suits them.
+    of very different magnitudes each get a step that suits them; ``scale`` multiplies every step.
     """
     primals, tangents = _prepare(primals, tangents)
     n = len(primals)
     dtype = tangents[0].dtype
     steps = jnp.stack([_input_step(p, t).astype(dtype) for p, t in zip(primals, tangents, strict=True)])
+    steps = steps * jnp.asarray(scale, dtype) if scale != 1.0 else steps
     # coef[k * 4 + o, j]: how far input j moves in evaluation o of input k's stencil (0 unless j == k).
     offsets = jnp.asarray(_OFFSETS, dtype)
     coef = (jnp.eye(n, dtype=dtype)[:, None, :] * offsets[None, :, None] * steps[:, None, None]).reshape(4 * n, n)

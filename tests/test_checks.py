@@ -302,3 +302,46 @@ def test_jacfwd_is_left_out_beyond_its_limit(monkeypatch):
     report = check_case(get_case("mlp"))
     checks = _by_check(report)
     assert report.passed and "jacobian_fd" in checks and "jacobian_modes" not in checks
+
+
+def test_every_instance_in_float32_passes_or_is_marked_not_applicable():
+    """No false alarm anywhere in the catalogue's float32 column: every instance, every regime.
+    The one instance float32 cannot represent (exp past 88.7) says so instead of comparing
+    infinities."""
+    from jaxcalc.cases import instances
+    from jaxcalc.checks.instances import check_instances
+
+    rows = [r for _, rep in check_instances(list(instances()), "float32") for r in rep.results]
+    assert [r.line() for r in rows if r.status == "FAIL"] == []
+    na = [r for r in rows if r.status == "n/a"]
+    assert [r.case for r in na] == ["exp~large"] and "overflow" in na[0].note
+
+
+def test_the_finer_directional_step_removes_truncation_error_but_not_a_wrong_derivative():
+    """log near its singularity in float32: the usual step's 5-point difference is off by
+    curvature, a quarter step is not; a derivative 10% off fails at both steps."""
+    x = np.array([0.08, 1.0, 2.0, 3.0, 0.5], np.float32)
+
+    def f(x):
+        return jnp.log(x)
+
+    def right(args, ct):
+        return (ct / args[0],)
+
+    def wrong(args, ct):
+        return (1.1 * ct / args[0],)
+
+    good = _by_check(check_function(f, (x,), vjp_fn=right, checks=("fd_jvp", "vjp_fd"), dtype="float32"))
+    assert good["fd_jvp"].status == "pass", good["fd_jvp"].line()
+    assert good["fd_jvp"].note == "at a quarter step"  # the usual step alone would have failed
+    bad = _by_check(check_function(f, (x,), vjp_fn=wrong, checks=("vjp", "vjp_fd"), dtype="float32"))
+    assert bad["vjp"].status == "FAIL" and bad["vjp_fd"].status == "FAIL"
+
+
+def test_closer_takes_the_finer_estimate_only_when_it_is_closer():
+    from jaxcalc.checks.core import Worst, _closer
+
+    coarse, fine = Worst(0.5, "a", 1.0, 2.0), Worst(0.01, "b", 1.0, 1.01)
+    picked = _closer(lambda e: e, (coarse, fine))
+    assert picked.error == 0.01 and picked.note == "at a quarter step"
+    assert _closer(lambda e: e, (fine, coarse)) is fine

@@ -7,6 +7,10 @@ softmax rows or lands on -inf, so the finite-difference checks are left out ther
 ones (handwritten vs autodiff, jacfwd vs jacrev, the dot-product identity, the chain rule,
 Hessian symmetry) run alone.
 
+An instance whose value the dtype cannot represent (finite in float64, not finite in float32: an
+exp past 88.7) is not applicable in that dtype, as in the golden set, and gets one ``n/a`` row
+saying so instead of comparisons between infinities.
+
 In bfloat16 and float16 the handwritten VJP and JVP, run in the dtype, are compared with float64
 autodiff on the same rounded inputs at the column's calibrated tolerance
 (:mod:`jaxcalc.checks.lowprec`).
@@ -20,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from jaxcalc.checks.core import run_checks
-from jaxcalc.checks.report import Report
+from jaxcalc.checks.report import CheckResult, Report
 
 __all__ = ["FD_CHECKS", "check_instance", "check_instances"]
 
@@ -52,6 +56,10 @@ def check_instance(inst: Any, dtype: Any = "float64", mode: str = "full", checks
             case.jvp,
             dtype,
         )
+    why = _not_representable(case.forward, inst, dtype)
+    if why:
+        nan = float("nan")
+        return Report((CheckResult(inst.id, "value", dtype, "float64", nan, 0.0, "", nan, nan, "n/a", why),))
     report = run_checks(
         inst.id,
         case.forward,
@@ -70,6 +78,38 @@ def check_instance(inst: Any, dtype: Any = "float64", mode: str = "full", checks
     if inst.regime == "typical":
         return report
     return Report(tuple(r for r in report.results if r.check not in FD_CHECKS))
+
+
+def _not_representable(forward: Any, inst: Any, dtype: Any) -> str:
+    """Why ``inst`` is not applicable in ``dtype`` (float32): its value is not finite there
+    where it is in float64; '' when it is applicable."""
+    import numpy as np
+
+    from jaxcalc.checks import host
+    from jaxcalc.checks.branches import traced
+    from jaxcalc.numerics import np_dtype, reference_mode
+
+    if np_dtype(dtype) == np.float64:
+        return ""
+
+    def value(dt: Any) -> np.ndarray:
+        with reference_mode(dt):
+            primals = [np.asarray(p) for p in inst.primals(inst.sample(dt))]
+            jaxpr, _ = traced(forward, *primals)
+            if host.supported(jaxpr):
+                with np.errstate(all="ignore"):
+                    return np.asarray(host.evaluate(jaxpr, primals)[0], np.float64)
+            import jax
+
+            return np.asarray(jax.jit(jax.extend.core.jaxpr_as_fun(jaxpr))(*primals)[0], np.float64)
+
+    low = value(dtype)
+    if np.isfinite(low).all():
+        return ""
+    bad = ~np.isfinite(low) & np.isfinite(value("float64"))
+    if not bad.any():
+        return ""
+    return f"not applicable in {np_dtype(dtype).name}: {int(bad.sum())} of {low.size} values overflow where float64's are finite"
 
 
 def check_instances(

@@ -24,7 +24,7 @@ class CheckResult(NamedTuple):
     where: str
     a_value: float
     b_value: float
-    status: str  # "pass", "FAIL" or "kink"
+    status: str  # "pass", "FAIL", "kink", or "n/a" (an instance its dtype cannot represent)
     note: str = ""
     diagnosis: str = ""  # jaxcalc.diagnose: what kind of wrong a failing row is (one line)
 
@@ -42,6 +42,8 @@ class CheckResult(NamedTuple):
     def line(self) -> str:
         """One row: case, check, sides, error vs tolerance, worst element and both values; a failing
         row with a diagnosis gets it on a second, indented line."""
+        if self.status == "n/a":
+            return f"{self.case:<24} {self.check:<17} n/a   {self.note}"
         row = (
             f"{self.case:<24} {self.check:<17} {self.status:<5} err {self.error:9.2e} (tol {self.tol:.0e})"
             f"  {self.a_label} vs {self.b_label} at {self.where}: {self.values()}"
@@ -71,13 +73,15 @@ class Report(NamedTuple):
         return tuple(r for r in self.results if r.status == "FAIL")
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(r.status == s for r in self.results) for s in ("pass", "FAIL", "kink")}
+        return {s: sum(r.status == s for r in self.results) for s in ("pass", "FAIL", "kink", "n/a")}
 
     def summary(self) -> str:
-        """The closing line ``N passed, M failed`` (with ``, K kinks`` when there are any)."""
+        """The closing line ``N passed, M failed`` (with ``, K kinks`` and ``, L not applicable``
+        when there are any)."""
         c = self.counts()
         line = f"{c['pass']} passed, {c['FAIL']} failed"
-        return line + (f", {c['kink']} kinks" if c["kink"] else "")
+        line += f", {c['kink']} kinks" if c["kink"] else ""
+        return line + (f", {c['n/a']} not applicable" if c["n/a"] else "")
 
     def table(self, results: tuple[CheckResult, ...] | None = None) -> str:
         """A compact aligned table of ``results`` (default: all), one row per check."""

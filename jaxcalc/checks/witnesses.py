@@ -56,6 +56,8 @@ MAX_JACFWD = 2_000
 # Largest (input size, Jacobian size) whose checking program is compiled without LLVM's heavy
 # optimizations: the catalogue's cases, where compiling costs far more than running.
 QUICK_COMPILE = (1_000, 20_000)
+# The directional differences are taken at their step and at this fraction of it (see compute).
+FINE_STEP = 0.25
 # Largest number of elements (points x inputs) of finite-difference points held at once; beyond
 # it each point is built from its index inside a chunked map.
 MAX_POINTS = 4_000_000
@@ -252,8 +254,18 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
         # points), then each Jacobian column's two (x - h e_i, then x + h e_i).
         steps = fd_jvp or scalar
         if steps:
-            moved, combine = fd.directional_points(diff, tangents)
-            p_dir = jnp.concatenate([p.reshape(p.shape[0], -1) for p in moved], axis=1).astype(v.dtype)
+            # ... at two steps: the usual one and a quarter of it (FINE_STEP). Truncation error
+            # (a curvy f, an input near a singularity) shrinks 256-fold at the finer step, while a
+            # wrong derivative disagrees with both.
+            stencils = [fd.directional_points(diff, tangents, scale) for scale in (1.0, FINE_STEP)]
+            p_dir = jnp.concatenate(
+                [jnp.concatenate([p.reshape(p.shape[0], -1) for p in moved], axis=1) for moved, _ in stencils]
+            ).astype(v.dtype)
+            half = p_dir.shape[0] // 2
+
+            def both(vals):  # the directional difference at each of the two steps
+                return tuple(combine(part) for (_, combine), part in zip(stencils, (vals[:half], vals[half:]), strict=True))
+
         m_dir = p_dir.shape[0] if steps else 0
         if full:
             typ, _ = ravel_pytree(tuple(fd.typical_scale(d) for d in diff))
@@ -278,7 +290,7 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
                     recs = tuple(jnp.concatenate([a, b]) for a, b in zip(d_recs, recs, strict=True))
             cross = jax.vmap(lambda r: crossed(r, center))(recs) if recs else jnp.zeros(m, bool)
         if fd_jvp:
-            w["fd_jvp"] = combine(vals[:m_dir])
+            w["fd_jvp"] = both(vals[:m_dir])
             w["fd_jvp_kink"] = jnp.any(cross[:m_dir])
         if full:
             if out.ndim == 0:  # a scalar's Jacobian is its gradient
@@ -311,7 +323,7 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
             else:
                 grad = jax.grad(f_flat)
             t, _ = ravel_pytree(tangents)
-            w["hvp_fd"] = combine(jax.vmap(grad)(p_dir))
+            w["hvp_fd"] = both(jax.vmap(grad)(p_dir))
             w["hvp_kink"] = jnp.any(cross[:m_dir])
             # Forward over the gradient: its linearization is u -> H u.
             _, hess = jax.linearize(grad, v)
