@@ -36,7 +36,7 @@ def test_check_prints_rows_and_the_closing_line(cli, tmp_path):
     assert lines[-1] == "16 passed, 0 failed"  # softmax 7 checks, square 9 (with hvp, Hessian)
     assert sum(line.startswith("softmax ") for line in lines) == 7
     data = json.loads(report.read_text())
-    assert data["summary"] == {"pass": 16, "FAIL": 0, "kink": 0}
+    assert data["summary"] == {"pass": 16, "FAIL": 0, "kink": 0, "n/a": 0}
     assert {r["case"] for r in data["results"]} == {"softmax", "square"}
     assert data["machine"]["backend"] and data["dtype"] == "float64"
     # every regime: the large and masked instances run the exact checks only (no finite differences)
