@@ -111,7 +111,9 @@ def _eval(jaxpr, consts, args, record: list | None, calls: tuple[str, ...] = _CA
         if sub is not None:
             outs = _eval(sub.jaxpr, sub.consts, invals, record, calls)
         else:
-            outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+            bound = eqn.primitive.get_bind_params(eqn.params)  # jax < 0.9: (subfuns, params)
+            subfuns, params = bound if isinstance(bound, tuple) else ((), bound)
+            outs = eqn.primitive.bind(*subfuns, *invals, **params)
             outs = outs if eqn.primitive.multiple_results else [outs]
             if record is None:
                 pass

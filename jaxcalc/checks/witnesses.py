@@ -178,6 +178,7 @@ class _Tiered:
     def __init__(self, traced: Any, budget: float | None):
         self.traced, self.budget = traced, budget
         self.spent, self.compiled = 0.0, None
+        self.out_tree = jax.tree_util.tree_structure(traced.out_info)
 
     def __call__(self, a: tuple) -> Any:
         if self.compiled is not None:
@@ -187,7 +188,7 @@ class _Tiered:
         self.spent += time.perf_counter() - start
         if self.budget is not None and self.spent >= self.budget:
             self.compiled = self.traced.lower().compile()
-        return jax.tree_util.tree_unflatten(self.traced.out_tree, outs)
+        return jax.tree_util.tree_unflatten(self.out_tree, outs)
 
 
 def _estimate(closed: Any) -> tuple[float, float]:
