@@ -15,6 +15,7 @@ from jax import lax
 
 from jaxcalc.cases import REGISTRY
 from jaxcalc.checks import check_case, check_function, host, witnesses
+from jaxcalc.checks.branches import sub_jaxprs
 from jaxcalc.numerics import reference_mode
 
 RNG = np.random.default_rng(0)
@@ -40,38 +41,236 @@ idx_oob = np.array([[0], [3], [5], [-1]], np.int32)
 
 # (name, function, arguments): every rule, at its corners.
 PROGRAMS = [
-    ("elementwise", lambda x: jnp.stack([jnp.exp(x), jnp.log1p(x**2), jnp.tanh(x), jnp.expm1(x), jnp.sin(x), jnp.arctan2(x, 1 + x), jnp.cbrt(x), lax.rsqrt(x**2 + 1), jnp.exp2(x), jnp.sign(x), jnp.floor(x), jnp.ceil(x)]), (_x(4, 3),)),
+    (
+        "elementwise",
+        lambda x: jnp.stack(
+            [
+                jnp.exp(x),
+                jnp.log1p(x**2),
+                jnp.tanh(x),
+                jnp.expm1(x),
+                jnp.sin(x),
+                jnp.arctan2(x, 1 + x),
+                jnp.cbrt(x),
+                lax.rsqrt(x**2 + 1),
+                jnp.exp2(x),
+                jnp.sign(x),
+                jnp.floor(x),
+                jnp.ceil(x),
+            ]
+        ),
+        (_x(4, 3),),
+    ),
     ("logistic at the extremes", jax.nn.sigmoid, (np.array([-800.0, -40.0, -1e-8, 0.0, 3.0, 800.0]),)),
-    ("special functions", lambda x: jnp.stack([jax.scipy.special.erf(x), jax.scipy.special.gammaln(x + 3), jax.scipy.special.digamma(x + 3), jax.scipy.special.erfinv(x / 4)]), (_x(5),)),
-    ("rounding both ways", lambda x: jnp.stack([jnp.round(x), lax.round(x, lax.RoundingMethod.AWAY_FROM_ZERO)]), (np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.49]),)),
-    ("integer division and remainder", lambda a, b: (lax.div(a, b), lax.rem(a, b), a // b, a % b), (ints, np.array([2, -2, 3, -4, 4], np.int32))),
-    ("float remainder", lambda a, b: lax.rem(a, b), (np.array([-7.5, 7.5, -1.0]), np.array([2.0, -2.0, 3.0]))),
-    ("integer_pow", lambda x: (lax.integer_pow(x, 3), lax.integer_pow(x, -2), lax.integer_pow(x, 0)), (_x(4) + 3,)),
-    ("pow, max, min, nextafter", lambda x, y: (jnp.abs(x) ** y, jnp.maximum(x, y), jnp.minimum(x, y), jnp.nextafter(x, y)), (_x(6), _x(6))),
-    ("select_n with an integer case index", lambda i, a, b, c: lax.select_n(i, a, b, c), (np.array([0, 2, 1, 2], np.int32), _x(4), _x(4), _x(4))),
-    ("where, clamp, comparisons", lambda x: (jnp.where(x > 0, x, -x), lax.clamp(-0.5, x, 0.5), x == 0, (x > 0) & (x < 1), ~(x > 0), jnp.isfinite(x / 0)), (np.array([-1.0, 0.0, 0.3, 2.0]),)),
-    ("casts", lambda x: (x.astype(jnp.int32), x.astype(bool), (x > 0).astype(jnp.float32), x.astype(jnp.float32)), (np.array([-2.7, -0.2, 0.0, 0.9, 3.5]),)),
-    ("iota and broadcasting", lambda x: lax.broadcasted_iota(jnp.int32, (3, 4), 1) + x[:, None] * 0 + jnp.broadcast_to(x[:, None], (3, 4)), (_x(3),)),
+    (
+        "special functions",
+        lambda x: jnp.stack(
+            [
+                jax.scipy.special.erf(x),
+                jax.scipy.special.gammaln(x + 3),
+                jax.scipy.special.digamma(x + 3),
+                jax.scipy.special.erfinv(x / 4),
+            ]
+        ),
+        (_x(5),),
+    ),
+    (
+        "rounding both ways",
+        lambda x: jnp.stack([jnp.round(x), lax.round(x, lax.RoundingMethod.AWAY_FROM_ZERO)]),
+        (np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.49]),),
+    ),
+    (
+        "integer division and remainder",
+        lambda a, b: (lax.div(a, b), lax.rem(a, b), a // b, a % b),
+        (ints, np.array([2, -2, 3, -4, 4], np.int32)),
+    ),
+    (
+        "float remainder",
+        lambda a, b: lax.rem(a, b),
+        (np.array([-7.5, 7.5, -1.0]), np.array([2.0, -2.0, 3.0])),
+    ),
+    (
+        "integer_pow",
+        lambda x: (lax.integer_pow(x, 3), lax.integer_pow(x, -2), lax.integer_pow(x, 0)),
+        (_x(4) + 3,),
+    ),
+    (
+        "pow, max, min, nextafter",
+        lambda x, y: (jnp.abs(x) ** y, jnp.maximum(x, y), jnp.minimum(x, y), jnp.nextafter(x, y)),
+        (_x(6), _x(6)),
+    ),
+    (
+        "select_n with an integer case index",
+        lambda i, a, b, c: lax.select_n(i, a, b, c),
+        (np.array([0, 2, 1, 2], np.int32), _x(4), _x(4), _x(4)),
+    ),
+    (
+        "where, clamp, comparisons",
+        lambda x: (
+            jnp.where(x > 0, x, -x),
+            lax.clamp(-0.5, x, 0.5),
+            x == 0,
+            (x > 0) & (x < 1),
+            ~(x > 0),
+            jnp.isfinite(x / 0),
+        ),
+        (np.array([-1.0, 0.0, 0.3, 2.0]),),
+    ),
+    (
+        "casts",
+        lambda x: (x.astype(jnp.int32), x.astype(bool), (x > 0).astype(jnp.float32), x.astype(jnp.float32)),
+        (np.array([-2.7, -0.2, 0.0, 0.9, 3.5]),),
+    ),
+    (
+        "iota and broadcasting",
+        lambda x: (
+            lax.broadcasted_iota(jnp.int32, (3, 4), 1) + x[:, None] * 0 + jnp.broadcast_to(x[:, None], (3, 4))
+        ),
+        (_x(3),),
+    ),
     ("reshape with dimensions", lambda x: lax.reshape(x, (4, 6), dimensions=(2, 0, 1)), (_x(2, 3, 4),)),
     ("squeeze, transpose, rev", lambda x: (jnp.squeeze(x[:, :1], 1), x.T, jnp.flip(x, (0, 1))), (_x(3, 4),)),
-    ("concatenate, stack, split, unstack", lambda x: (jnp.concatenate([x, 2 * x], 1), jnp.stack([x, x], -1), *jnp.split(x, [1, 3], axis=1), *list(x)), (_x(2, 4),)),
-    ("pad with negative and interior padding", lambda x: (lax.pad(x, 0.5, [(1, -1, 2), (-1, 2, 0)]), jnp.pad(x, ((0, 1), (2, 0)))), (_x(3, 4),)),
+    (
+        "concatenate, stack, split, unstack",
+        lambda x: (
+            jnp.concatenate([x, 2 * x], 1),
+            jnp.stack([x, x], -1),
+            *jnp.split(x, [1, 3], axis=1),
+            *list(x),
+        ),
+        (_x(2, 4),),
+    ),
+    (
+        "pad with negative and interior padding",
+        lambda x: (lax.pad(x, 0.5, [(1, -1, 2), (-1, 2, 0)]), jnp.pad(x, ((0, 1), (2, 0)))),
+        (_x(3, 4),),
+    ),
     ("slices", lambda x: (x[1:, ::2], lax.slice(x, (0, 1), (3, 4), (2, 2))), (_x(3, 5),)),
-    ("dynamic slices, starts clamped", lambda x, i: (lax.dynamic_slice(x, (i, np.int32(2)), (2, 3)), lax.dynamic_update_slice(x, jnp.ones((2, 2)), (i, np.int32(-5)))), (_x(4, 5), np.int32(3))),
-    ("reductions", lambda x: (x.sum(0), x.prod(1), x.max((0, 1)), x.min(0), jnp.argmax(x, 1), jnp.argmin(x, 0), (x > 0).all(1), (x > 0).any(0)), (_x(3, 4),)),
-    ("reductions over empty axes", lambda x: (x.sum(0), jnp.max(x, 0, initial=-jnp.inf), x.prod(0)), (np.zeros((0, 3)),)),
-    ("cumulative, both directions", lambda x: (jnp.cumsum(x, 1), lax.cumsum(x, 0, reverse=True), lax.cumprod(x, 1, reverse=True), lax.cummax(x, 1), lax.cummin(x, 0, reverse=True), lax.cumlogsumexp(x, 1)), (_x(3, 4),)),
-    ("dot_general with batch dimensions", lambda a, b: (a @ b, jnp.einsum("bij,bjk->bik", a, b), jnp.einsum("bij,bkj->ikb", a, b.transpose(0, 2, 1)), jnp.tensordot(a, b, ((1, 2), (2, 1)))), (_x(2, 3, 4), _x(2, 4, 3))),
-    ("dot_general of integers and a preferred type", lambda a, b: (a @ b, lax.dot(a, b, preferred_element_type=jnp.float32)), (np.arange(6, dtype=np.int32).reshape(2, 3), np.arange(12, dtype=np.int32).reshape(3, 4))),
-    ("gather: integer indexing, clipped and filled", lambda x: (x[idx_oob[:, 0] % 5], x.at[idx_oob[:, 0]].get(mode="clip"), x.at[idx_oob[:, 0]].get(mode="fill", fill_value=-9.0), jnp.take_along_axis(x, jnp.argsort(x, 1), 1)), (_x(5, 3),)),
-    ("gather: vmapped (batching dimensions)", jax.vmap(lambda x, i: x[i]), (_x(4, 5, 3), np.array([0, 4, 2, 1], np.int32))),
-    ("scatter: add, set, mul, min, max, dropped out of bounds", lambda x: (x.at[ints % 4].add(1.0), x.at[np.array([1, 1, 3])].set(7.0), x.at[np.array([0, 0])].mul(3.0), x.at[np.array([2, 2])].min(-5.0), x.at[np.array([2])].max(9.0), x.at[np.array([9, -9])].add(100.0, mode="drop")), (_x(4, 2),)),
-    ("scatter: clipped, and vmapped", lambda x: (x.at[np.array([9])].set(5.0, mode="clip"), jax.vmap(lambda r, i: r.at[i].add(1.0))(x, np.array([0, 1, 0, 1], np.int32))), (_x(4, 2),)),
-    ("sort, multi-operand sort, top_k", lambda x, y: (jnp.sort(x, 1), lax.sort((x, y), dimension=0, num_keys=1), lax.sort((jnp.round(x), y), dimension=1, num_keys=2), lax.top_k(x, 2)), (_x(3, 4), _x(3, 4))),
-    ("control flow: cond, while, scan both ways", lambda x: (lax.cond(x[0] > 0, jnp.sin, jnp.cos, x), lax.while_loop(lambda c: c[0] < 5, lambda c: (c[0] + 1, c[1] * 1.5), (0, x))[1], lax.scan(lambda c, y: (c + y, c * y), 0.0, x), lax.scan(lambda c, y: (c * 2 + y, c), 1.0, x, reverse=True)), (_x(6),)),
+    (
+        "dynamic slices, starts clamped",
+        lambda x, i: (
+            lax.dynamic_slice(x, (i, np.int32(2)), (2, 3)),
+            lax.dynamic_update_slice(x, jnp.ones((2, 2)), (i, np.int32(-5))),
+        ),
+        (_x(4, 5), np.int32(3)),
+    ),
+    (
+        "reductions",
+        lambda x: (
+            x.sum(0),
+            x.prod(1),
+            x.max((0, 1)),
+            x.min(0),
+            jnp.argmax(x, 1),
+            jnp.argmin(x, 0),
+            (x > 0).all(1),
+            (x > 0).any(0),
+        ),
+        (_x(3, 4),),
+    ),
+    (
+        "reductions over empty axes",
+        lambda x: (x.sum(0), jnp.max(x, 0, initial=-jnp.inf), x.prod(0)),
+        (np.zeros((0, 3)),),
+    ),
+    (
+        "cumulative, both directions",
+        lambda x: (
+            jnp.cumsum(x, 1),
+            lax.cumsum(x, 0, reverse=True),
+            lax.cumprod(x, 1, reverse=True),
+            lax.cummax(x, 1),
+            lax.cummin(x, 0, reverse=True),
+            lax.cumlogsumexp(x, 1),
+        ),
+        (_x(3, 4),),
+    ),
+    (
+        "dot_general with batch dimensions",
+        lambda a, b: (
+            a @ b,
+            jnp.einsum("bij,bjk->bik", a, b),
+            jnp.einsum("bij,bkj->ikb", a, b.transpose(0, 2, 1)),
+            jnp.tensordot(a, b, ((1, 2), (2, 1))),
+        ),
+        (_x(2, 3, 4), _x(2, 4, 3)),
+    ),
+    (
+        "dot_general of integers and a preferred type",
+        lambda a, b: (a @ b, lax.dot(a, b, preferred_element_type=jnp.float32)),
+        (np.arange(6, dtype=np.int32).reshape(2, 3), np.arange(12, dtype=np.int32).reshape(3, 4)),
+    ),
+    (
+        "gather: integer indexing, clipped and filled",
+        lambda x: (
+            x[idx_oob[:, 0] % 5],
+            x.at[idx_oob[:, 0]].get(mode="clip"),
+            x.at[idx_oob[:, 0]].get(mode="fill", fill_value=-9.0),
+            jnp.take_along_axis(x, jnp.argsort(x, 1), 1),
+        ),
+        (_x(5, 3),),
+    ),
+    (
+        "gather: vmapped (batching dimensions)",
+        jax.vmap(lambda x, i: x[i]),
+        (_x(4, 5, 3), np.array([0, 4, 2, 1], np.int32)),
+    ),
+    (
+        "scatter: add, set, mul, min, max, dropped out of bounds",
+        lambda x: (
+            x.at[ints % 4].add(1.0),
+            x.at[np.array([1, 1, 3])].set(7.0),
+            x.at[np.array([0, 0])].mul(3.0),
+            x.at[np.array([2, 2])].min(-5.0),
+            x.at[np.array([2])].max(9.0),
+            x.at[np.array([9, -9])].add(100.0, mode="drop"),
+        ),
+        (_x(4, 2),),
+    ),
+    (
+        "scatter: clipped, and vmapped",
+        lambda x: (
+            x.at[np.array([9])].set(5.0, mode="clip"),
+            jax.vmap(lambda r, i: r.at[i].add(1.0))(x, np.array([0, 1, 0, 1], np.int32)),
+        ),
+        (_x(4, 2),),
+    ),
+    (
+        "sort, multi-operand sort, top_k",
+        lambda x, y: (
+            jnp.sort(x, 1),
+            lax.sort((x, y), dimension=0, num_keys=1),
+            lax.sort((jnp.round(x), y), dimension=1, num_keys=2),
+            lax.top_k(x, 2),
+        ),
+        (_x(3, 4), _x(3, 4)),
+    ),
+    (
+        "control flow: cond, while, scan both ways",
+        lambda x: (
+            lax.cond(x[0] > 0, jnp.sin, jnp.cos, x),
+            lax.while_loop(lambda c: c[0] < 5, lambda c: (c[0] + 1, c[1] * 1.5), (0, x))[1],
+            lax.scan(lambda c, y: (c + y, c * y), 0.0, x),
+            lax.scan(lambda c, y: (c * 2 + y, c), 1.0, x, reverse=True),
+        ),
+        (_x(6),),
+    ),
     ("an empty scan", lambda x: lax.scan(lambda c, y: (c + y, 2 * y), 0.0, x), (np.zeros((0,)),)),
-    ("custom_jvp, custom_vjp, checkpoint and their derivatives", lambda x: (jax.grad(_relu)(x), jax.grad(lambda z: jnp.sum(_cube(z)))(x), jax.grad(jax.checkpoint(lambda z: jnp.sum(jnp.sin(z) ** 2)))(x), jax.jacfwd(jax.grad(lambda z: jnp.sum(jax.nn.softplus(z) ** 2)))(x)), (_x(4),)),
-    ("float32 stays float32", lambda x, w: (jnp.tanh(x @ w), jax.nn.softmax(x, -1), jnp.cumsum(x, 0)), (_x(3, 4, dtype=np.float32), _x(4, 2, dtype=np.float32))),
+    (
+        "custom_jvp, custom_vjp, checkpoint and their derivatives",
+        lambda x: (
+            jax.grad(_relu)(x),
+            jax.grad(lambda z: jnp.sum(_cube(z)))(x),
+            jax.grad(jax.checkpoint(lambda z: jnp.sum(jnp.sin(z) ** 2)))(x),
+            jax.jacfwd(jax.grad(lambda z: jnp.sum(jax.nn.softplus(z) ** 2)))(x),
+        ),
+        (_x(4),),
+    ),
+    (
+        "float32 stays float32",
+        lambda x, w: (jnp.tanh(x @ w), jax.nn.softmax(x, -1), jnp.cumsum(x, 0)),
+        (_x(3, 4, dtype=np.float32), _x(4, 2, dtype=np.float32)),
+    ),
 ]
 
 
@@ -84,7 +283,10 @@ def _close(got, want, tol):
     same_nan = np.isnan(got) == np.isnan(want)
     assert same_nan.all(), (got, want)
     g, w = np.where(np.isnan(got), 0, got), np.where(np.isnan(want), 0, want)
-    assert ((g == w) | np.isclose(g, w, rtol=tol, atol=tol * max(np.max(np.abs(w[np.isfinite(w)]), initial=0), 1e-300))).all(), (got, want)
+    assert (
+        (g == w)
+        | np.isclose(g, w, rtol=tol, atol=tol * max(np.max(np.abs(w[np.isfinite(w)]), initial=0), 1e-300))
+    ).all(), (got, want)
 
 
 @pytest.mark.parametrize("name,fn,args", PROGRAMS, ids=[p[0] for p in PROGRAMS])
@@ -147,8 +349,7 @@ def _both_executors(monkeypatch, run):
 
     def both(self, args, n_leaves):
         on_host = prepare(self, args, n_leaves)
-        with jax.disable_jit(self.inline):
-            traced = jax.jit(self.compute, compiler_options=self.options).trace(*args)
+        traced = self.trace(args)
         compiled = traced.lower().compile()
 
         def run_both(a):
@@ -170,9 +371,27 @@ def _both_executors(monkeypatch, run):
 # gather and scatter cases. Every other case runs on the host in the rest of the suite, where
 # its verdicts and planted bugs are checked.
 HOSTED = [
-    "gpt_lm_loss", "gan_losses", "rope", "transformer_block", "clip", "cumsum", "gelu_erf",
-    "logsumexp", "padded_attention", "ddpm_loss", "moe_top2", "abs", "expm1", "prod_axis",
-    "min_axis", "strided_slice", "atan2", "selective_scan", "lstm_cell", "gather", "scatter_add",
+    "gpt_lm_loss",
+    "gan_losses",
+    "rope",
+    "transformer_block",
+    "clip",
+    "cumsum",
+    "gelu_erf",
+    "logsumexp",
+    "padded_attention",
+    "ddpm_loss",
+    "moe_top2",
+    "abs",
+    "expm1",
+    "prod_axis",
+    "min_axis",
+    "strided_slice",
+    "atan2",
+    "selective_scan",
+    "lstm_cell",
+    "gather",
+    "scatter_add",
 ]
 
 
@@ -183,7 +402,7 @@ class _Traced(Exception):
 def _primitives(jaxpr, into: set) -> set:
     for eqn in jaxpr.eqns:
         into.add(eqn.primitive.name)
-        for sub in host._sub_jaxprs(eqn):
+        for sub in sub_jaxprs(eqn):
             _primitives(sub, into)
     return into
 
@@ -191,11 +410,9 @@ def _primitives(jaxpr, into: set) -> set:
 def test_the_cover_spans_the_catalogue(monkeypatch):
     """The primitives of HOSTED's programs include those of every catalogue case run on the host."""
     used: dict[str, set] = {}
-    prepare = witnesses._Program._prepare
 
     def record(self, args, n_leaves):
-        with jax.disable_jit(self.inline):
-            closed = jax.jit(self.compute, compiler_options=self.options).trace(*args).jaxpr
+        closed = self.trace(args).jaxpr
         if host.supported(closed):
             _primitives(closed.jaxpr, used.setdefault(current[0], set()))
         raise _Traced
@@ -221,7 +438,9 @@ def test_case_witness_programs_agree_with_xla(case, monkeypatch):
         _compare_witnesses(host_w, xla_w, "float64")
 
 
-@pytest.mark.parametrize("name", ["softmax", "layernorm", "attention", "mlp", "gather", "scatter_add", "cumsum", "lstm_cell"])
+@pytest.mark.parametrize(
+    "name", ["softmax", "layernorm", "attention", "mlp", "gather", "scatter_add", "cumsum", "lstm_cell"]
+)
 def test_float32_witness_programs_agree_with_xla(name, monkeypatch):
     report, pairs = _both_executors(monkeypatch, lambda: check_case(name, dtype="float32"))
     assert pairs and report.passed, report.format()
@@ -274,8 +493,11 @@ def test_the_environment_variable_selects_the_executor(tmp_path):
     )
     for value, on_host in (("xla", 0), ("host", 1), ("auto", 1)):
         out = subprocess.run(
-            [sys.executable, "-c", code], env={**__import__("os").environ, "JAXCALC_WITNESS": value},
-            capture_output=True, text=True, check=True,
+            [sys.executable, "-c", code],
+            env={**__import__("os").environ, "JAXCALC_WITNESS": value},
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert out.stdout.split() == [value, str(on_host), "True"], out.stdout + out.stderr
 

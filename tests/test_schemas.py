@@ -441,3 +441,30 @@ def test_golden_format_snippets_run(monkeypatch: pytest.MonkeyPatch) -> None:
         exec(compile(block, "docs/golden-format.md", "exec"), namespace)
     assert namespace["error"] <= namespace["rule"]["tolerance"]
     assert namespace["truth_b"].shape == namespace["x"].shape
+
+
+def test_every_hand_written_dtype_column_list_matches_the_column_table():
+    """The float dtype lists the JSON Schemas and the array reader spell out (they load without
+    jax, so they cannot import the table) name exactly the columns of jaxcalc.numerics.COLUMNS."""
+    from jaxcalc.numerics import COLUMNS
+    from jaxcalc.oracle import arrays
+
+    columns = set(COLUMNS)
+    assert set(arrays._FLOAT) == columns
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                strings = isinstance(value, list) and all(isinstance(v, str) for v in value)
+                listed = strings and {"float64", "bfloat16"} <= set(value)
+                if key in ("enum", "required") and listed:
+                    found.append({v for v in value if v.startswith(("float", "bfloat"))})
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for name in ("array", "manifest", "request"):
+        walk(schemas.load(name))
+    assert len(found) == 8 and all(f == columns for f in found), found

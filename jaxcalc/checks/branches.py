@@ -81,6 +81,18 @@ _CALLS = (
 _PLAIN_CALLS = ("jit", "pjit", "closed_call", "core_call")
 
 
+def sub_jaxprs(eqn) -> list[core.Jaxpr]:
+    """Every jaxpr an equation's parameters hold (call bodies, cond branches, loop bodies)."""
+    out = []
+    for v in eqn.params.values():
+        for x in v if isinstance(v, (tuple, list)) else (v,):
+            if isinstance(x, core.ClosedJaxpr):
+                out.append(x.jaxpr)
+            elif isinstance(x, core.Jaxpr):
+                out.append(x)
+    return out
+
+
 def _sub_jaxpr(eqn, calls: tuple[str, ...] = _CALLS) -> Any:
     """The closed jaxpr a call-like equation (jit, custom_jvp/vjp call, closed call) evaluates."""
     if eqn.primitive.name not in calls:
@@ -158,15 +170,10 @@ _LOCK = threading.Lock()
 
 def has_loops(jaxpr: core.Jaxpr) -> bool:
     """Whether a jaxpr holds a loop (scan, while), at any depth."""
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name in ("scan", "while"):
-            return True
-        for v in eqn.params.values():
-            for x in v if isinstance(v, (tuple, list)) else (v,):
-                sub = x.jaxpr if isinstance(x, core.ClosedJaxpr) else x
-                if isinstance(sub, core.Jaxpr) and has_loops(sub):
-                    return True
-    return False
+    return any(
+        eqn.primitive.name in ("scan", "while") or any(has_loops(sub) for sub in sub_jaxprs(eqn))
+        for eqn in jaxpr.eqns
+    )
 
 
 def _trace(f, tree, sig, inline_jit):

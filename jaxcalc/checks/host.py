@@ -28,6 +28,9 @@ import numpy as np
 from jax import lax
 from jax.extend import core
 
+from jaxcalc.checks.branches import _CALLS as _BRANCH_CALLS
+from jaxcalc.checks.branches import _sub_jaxpr, sub_jaxprs
+
 __all__ = ["Cost", "cost", "evaluate", "supported", "unsupported"]
 
 _MODE = lax.GatherScatterMode
@@ -150,7 +153,12 @@ def _pad(x, value, *, padding_config, **_):
     dilated = [n + (n - 1) * i if n else 0 for n, i in zip(x.shape, interiors, strict=True)]
     full = [max(lo, 0) + d + max(hi, 0) for lo, d, hi in zip(lows, dilated, highs, strict=True)]
     out = np.full(full, value, dtype=x.dtype)
-    out[tuple(slice(max(lo, 0), max(lo, 0) + d, i + 1) for lo, d, i in zip(lows, dilated, interiors, strict=True))] = x
+    out[
+        tuple(
+            slice(max(lo, 0), max(lo, 0) + d, i + 1)
+            for lo, d, i in zip(lows, dilated, interiors, strict=True)
+        )
+    ] = x
     crop = tuple(slice(-min(lo, 0), f + min(hi, 0)) for lo, hi, f in zip(lows, highs, full, strict=True))
     return out[crop]
 
@@ -195,8 +203,20 @@ def _fill_value(dtype: np.dtype, fill_value):
     return info.min if np.issubdtype(dtype, np.signedinteger) else info.max
 
 
-def _batch_positions(batch_shape: tuple[int, ...]) -> np.ndarray:
-    return np.indices(batch_shape).reshape(len(batch_shape), math.prod(batch_shape))
+def _starts(indices, nd: int, index_map, operand_batching, indices_batching) -> np.ndarray:
+    """(count, nd) operand start of every index vector of a gather or scatter (the index vector
+    on the last axis): index k on operand dim ``index_map[k]``, batching dims at the vector's
+    own position along the matching index batch dim, 0 elsewhere."""
+    batch_shape = indices.shape[:-1]
+    idx = indices.reshape(-1, indices.shape[-1]).astype(np.int64)
+    starts = np.zeros((idx.shape[0], nd), np.int64)
+    for k, d in enumerate(index_map):
+        starts[:, int(d)] = idx[:, k]
+    if operand_batching:
+        pos = np.indices(batch_shape).reshape(len(batch_shape), math.prod(batch_shape))
+        for od, idim in zip(operand_batching, indices_batching, strict=True):
+            starts[:, int(od)] = pos[int(idim)]
+    return starts
 
 
 def _gather(operand, indices, *, dimension_numbers, slice_sizes, mode, fill_value=None, **_):
@@ -204,22 +224,20 @@ def _gather(operand, indices, *, dimension_numbers, slice_sizes, mode, fill_valu
     mode = _MODE.from_any(mode) if not isinstance(mode, _MODE) else mode
     batch_shape = indices.shape[:-1]
     nb, nd = len(batch_shape), operand.ndim
-    idx = indices.reshape(-1, indices.shape[-1]).astype(np.int64)
-    count = idx.shape[0]
-    starts = np.zeros((count, nd), np.int64)
-    for k, d in enumerate(dn.start_index_map):
-        starts[:, int(d)] = idx[:, k]
-    if dn.operand_batching_dims:
-        pos = _batch_positions(batch_shape)
-        for od, idim in zip(dn.operand_batching_dims, dn.start_indices_batching_dims, strict=True):
-            starts[:, int(od)] = pos[int(idim)]
+    starts = _starts(
+        indices, nd, dn.start_index_map, dn.operand_batching_dims, dn.start_indices_batching_dims
+    )
     sizes = np.asarray(slice_sizes, np.int64)
     limit = np.asarray(operand.shape, np.int64) - sizes
     oob = np.any((starts < 0) | (starts > limit), axis=1)
     starts = np.clip(starts, 0, np.maximum(limit, 0))
     grid = np.indices(tuple(int(s) for s in slice_sizes)).reshape(nd, math.prod(slice_sizes))
     where = starts[:, :, None] + grid[None]
-    vals = operand[tuple(where[:, d, :] for d in range(nd))] if operand.size else np.zeros(where.shape[::2], operand.dtype)
+    vals = (
+        operand[tuple(where[:, d, :] for d in range(nd))]
+        if operand.size
+        else np.zeros(where.shape[::2], operand.dtype)
+    )
     if mode == _MODE.FILL_OR_DROP and oob.any():
         vals = np.array(vals, copy=True)
         vals[oob] = _fill_value(operand.dtype, fill_value)
@@ -245,17 +263,15 @@ def _scatter(combine: str) -> Callable[..., Any]:
         window = [int(d) for d in dn.update_window_dims]
         scatter_dims = [d for d in range(updates.ndim) if d not in window]
         upd = np.transpose(updates, scatter_dims + window)
-        batch_shape = indices.shape[:-1]
         window_shape = tuple(updates.shape[d] for d in window)
-        idx = indices.reshape(-1, indices.shape[-1]).astype(np.int64)
-        count = idx.shape[0]
-        starts = np.zeros((count, nd), np.int64)
-        for k, d in enumerate(dn.scatter_dims_to_operand_dims):
-            starts[:, int(d)] = idx[:, k]
-        if dn.operand_batching_dims:
-            pos = _batch_positions(batch_shape)
-            for od, idim in zip(dn.operand_batching_dims, dn.scatter_indices_batching_dims, strict=True):
-                starts[:, int(od)] = pos[int(idim)]
+        starts = _starts(
+            indices,
+            nd,
+            dn.scatter_dims_to_operand_dims,
+            dn.operand_batching_dims,
+            dn.scatter_indices_batching_dims,
+        )
+        count = starts.shape[0]
         skip = {int(d) for d in dn.inserted_window_dims} | {int(d) for d in dn.operand_batching_dims}
         win_dims = [d for d in range(nd) if d not in skip]
         wsize = np.ones(nd, np.int64)
@@ -408,13 +424,9 @@ _RULES: dict[str, Callable[..., Any]] = {
     "gather": _gather,
     "scatter": _scatter("set"),
     "scatter-add": _scatter("add"),
-    "scatter_add": _scatter("add"),
     "scatter-mul": _scatter("multiply"),
-    "scatter_mul": _scatter("multiply"),
     "scatter-min": _scatter("minimum"),
-    "scatter_min": _scatter("minimum"),
     "scatter-max": _scatter("maximum"),
-    "scatter_max": _scatter("maximum"),
     # reductions and contractions
     "reduce_sum": _reduce(np.sum, "reduce_sum"),
     "reduce_prod": _reduce(np.prod, "reduce_prod"),
@@ -435,30 +447,9 @@ _RULES: dict[str, Callable[..., Any]] = {
     "optimization_barrier": _passthrough,
 }
 
-# Primitives that evaluate an inner jaxpr once, in place.
-_CALLS = ("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "remat2", "checkpoint")
+# Primitives that evaluate an inner jaxpr once, in place: the calls the kink recorder inlines.
+_CALLS = _BRANCH_CALLS
 _CONTROL = ("cond", "while", "scan")
-
-
-def _inner(eqn) -> core.ClosedJaxpr:
-    for key in ("jaxpr", "call_jaxpr"):
-        sub = eqn.params.get(key)
-        if isinstance(sub, core.ClosedJaxpr):
-            return sub
-        if isinstance(sub, core.Jaxpr):
-            return core.ClosedJaxpr(sub, ())
-    raise KeyError(eqn.primitive.name)
-
-
-def _sub_jaxprs(eqn) -> list[core.Jaxpr]:
-    out = []
-    for v in eqn.params.values():
-        for x in v if isinstance(v, (tuple, list)) else (v,):
-            if isinstance(x, core.ClosedJaxpr):
-                out.append(x.jaxpr)
-            elif isinstance(x, core.Jaxpr):
-                out.append(x)
-    return out
 
 
 # ----------------------------------------------------------------------------- checking
@@ -481,7 +472,7 @@ def unsupported(jaxpr: core.ClosedJaxpr | core.Jaxpr) -> str | None:
             why = _bad_aval(v.aval)
             if why:
                 return why
-        for sub in _sub_jaxprs(eqn) if name in _CALLS or name in _CONTROL else ():
+        for sub in sub_jaxprs(eqn) if name in _CALLS or name in _CONTROL else ():
             why = unsupported(sub)
             if why:
                 return why
@@ -522,7 +513,7 @@ def cost(jaxpr: core.ClosedJaxpr | core.Jaxpr, times: int = 1) -> Cost:
         name = eqn.primitive.name
         if name in _CALLS or name in _CONTROL:
             trips = {"scan": int(eqn.params.get("length", 1)), "while": 1000}.get(name, 1)
-            for sub in _sub_jaxprs(eqn):
+            for sub in sub_jaxprs(eqn):
                 c = cost(sub, trips)
                 elements, flops, equations = elements + c.elements, flops + c.flops, equations + c.equations
             continue
@@ -558,7 +549,7 @@ def _eval(jx: core.Jaxpr, consts: list, args: list) -> list:
         invals = [np.asarray(v.val, v.aval.dtype) if isinstance(v, literal) else env[v] for v in eqn.invars]
         name = eqn.primitive.name
         if name in _CALLS:
-            sub = _inner(eqn)
+            sub = _sub_jaxpr(eqn, _CALLS)
             outs = _eval(sub.jaxpr, list(sub.consts), invals)
         elif name in _CONTROL:
             outs = _control(name, eqn.params, invals)
@@ -604,6 +595,7 @@ def _control(name: str, params: dict, invals: list) -> list:
         ys.reverse()
     y_avals = [v.aval for v in jaxpr.jaxpr.outvars[ncarry:]]
     stacked = [
-        np.stack([y[k] for y in ys]) if ys else np.zeros((0, *a.shape), a.dtype) for k, a in enumerate(y_avals)
+        np.stack([y[k] for y in ys]) if ys else np.zeros((0, *a.shape), a.dtype)
+        for k, a in enumerate(y_avals)
     ]
     return carry + stacked

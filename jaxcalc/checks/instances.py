@@ -56,7 +56,7 @@ def check_instance(inst: Any, dtype: Any = "float64", mode: str = "full", checks
             case.jvp,
             dtype,
         )
-    why = _not_representable(case.forward, inst, dtype)
+    why = _not_representable(case.forward, inst, inputs, dtype)
     if why:
         nan = float("nan")
         return Report((CheckResult(inst.id, "value", dtype, "float64", nan, 0.0, "", nan, nan, "n/a", why),))
@@ -80,9 +80,9 @@ def check_instance(inst: Any, dtype: Any = "float64", mode: str = "full", checks
     return Report(tuple(r for r in report.results if r.check not in FD_CHECKS))
 
 
-def _not_representable(forward: Any, inst: Any, dtype: Any) -> str:
-    """Why ``inst`` is not applicable in ``dtype`` (float32): its value is not finite there
-    where it is in float64; '' when it is applicable."""
+def _not_representable(forward: Any, inst: Any, inputs: Any, dtype: Any) -> str:
+    """Why ``inst`` (sampled as ``inputs`` in ``dtype``) is not applicable in ``dtype``
+    (float32): its value is not finite there where it is in float64; '' when it is applicable."""
     import numpy as np
 
     from jaxcalc.checks import host
@@ -92,9 +92,9 @@ def _not_representable(forward: Any, inst: Any, dtype: Any) -> str:
     if np_dtype(dtype) == np.float64:
         return ""
 
-    def value(dt: Any) -> np.ndarray:
+    def value(dt: Any, sampled: Any) -> np.ndarray:
         with reference_mode(dt):
-            primals = [np.asarray(p) for p in inst.primals(inst.sample(dt))]
+            primals = [np.asarray(p) for p in inst.primals(sampled)]
             jaxpr, _ = traced(forward, *primals)
             if host.supported(jaxpr):
                 with np.errstate(all="ignore"):
@@ -103,13 +103,15 @@ def _not_representable(forward: Any, inst: Any, dtype: Any) -> str:
 
             return np.asarray(jax.jit(jax.extend.core.jaxpr_as_fun(jaxpr))(*primals)[0], np.float64)
 
-    low = value(dtype)
+    low = value(dtype, inputs)
     if np.isfinite(low).all():
         return ""
-    bad = ~np.isfinite(low) & np.isfinite(value("float64"))
+    bad = ~np.isfinite(low) & np.isfinite(value("float64", inst.sample("float64")))
     if not bad.any():
         return ""
-    return f"not applicable in {np_dtype(dtype).name}: {int(bad.sum())} of {low.size} values overflow where float64's are finite"
+    name = np_dtype(dtype).name
+    count = f"{int(bad.sum())} of {low.size}"
+    return f"not applicable in {name}: {count} values overflow where float64's are finite"
 
 
 def check_instances(

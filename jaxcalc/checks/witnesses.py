@@ -158,12 +158,16 @@ class _Program:
             run = self.runs[key] = self._prepare(args, len(leaves))
         return run(args)
 
-    def _prepare(self, args: tuple, n_leaves: int) -> Callable[[Any], Any]:
+    def trace(self, args: tuple) -> Any:
+        """The program traced at ``args`` (a ``jax.stages.Traced``: ``.jaxpr``, ``.lower()``)."""
         # For a small program the witnesses' own jax.numpy calls are traced inline rather than
         # as nested jits, each of which would be traced anew for every new shape. The user's
         # function is traced apart, with jit on (branches.traced), so its loops stay loops.
         with jax.disable_jit(self.inline):
-            traced = jax.jit(self.compute, compiler_options=self.options).trace(*args)
+            return jax.jit(self.compute, compiler_options=self.options).trace(*args)
+
+    def _prepare(self, args: tuple, n_leaves: int) -> Callable[[Any], Any]:
+        traced = self.trace(args)
         if use_host(traced.jaxpr) and len(traced.jaxpr.jaxpr.invars) == n_leaves:
             return _Tiered(traced, _estimate(traced.jaxpr)[1] if EXECUTOR == "auto" else None)
         compiled = traced.lower().compile()
@@ -265,7 +269,10 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
             half = p_dir.shape[0] // 2
 
             def both(vals):  # the directional difference at each of the two steps
-                return tuple(combine(part) for (_, combine), part in zip(stencils, (vals[:half], vals[half:]), strict=True))
+                return tuple(
+                    combine(part)
+                    for (_, combine), part in zip(stencils, (vals[:half], vals[half:]), strict=True)
+                )
 
         m_dir = p_dir.shape[0] if steps else 0
         if full:
@@ -297,7 +304,9 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
             if out.ndim == 0:  # a scalar's Jacobian is its gradient
                 w["jrev"] = ravel_pytree(grad1)[0]
             else:  # jacrev: the pullback of each output basis vector
-                rows = jax.vmap(lambda e: ravel_pytree(pull(e.reshape(out.shape)))[0])(jnp.eye(out.size, dtype=out.dtype))
+                rows = jax.vmap(lambda e: ravel_pytree(pull(e.reshape(out.shape)))[0])(
+                    jnp.eye(out.size, dtype=out.dtype)
+                )
                 w["jrev"] = rows.reshape(out.shape + (n,))
             if jacfwd:  # jacfwd: the linear map at each input basis vector
                 jfwd = columns(lambda i: lin(*unravel(basis(i))), n)
