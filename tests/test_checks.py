@@ -295,6 +295,46 @@ def test_large_inputs_use_chunked_columns_and_reuse_the_compiled_program():
     assert after.hits == before.hits + 1 and after.misses == before.misses, "a repeat must not recompile"
 
 
+def test_points_built_one_input_at_a_time_match_the_held_rows_and_name_a_wrong_element(monkeypatch):
+    """Past MAX_POINTS the FD Jacobian's points are built per input, in chunks, the other inputs
+    held fixed. The columns must come out in the same order and with the same values as when
+    every point is held at once, and a wrong gradient element must be named where it is."""
+    from jaxcalc.checks import core, witnesses
+
+    rng = np.random.default_rng(3)
+    params = {"W": rng.standard_normal((4, 6)), "b": rng.standard_normal(6), "v": rng.standard_normal(6)}
+    x = rng.standard_normal((5, 4))
+
+    def loss(p, x):
+        return jnp.mean(jnp.tanh(x @ p["W"] + p["b"]) @ p["v"] ** 2)
+
+    seen = []
+    real = core.witnesses
+
+    def spy(*a, **k):
+        seen.append(real(*a, **k))
+        return seen[-1]
+
+    monkeypatch.setattr(core, "witnesses", spy)
+    held = check_function(loss, (params, x), jax.grad(loss), argnums=0)
+    monkeypatch.setattr(witnesses, "MAX_POINTS", 50)  # 36 inputs: 72 column points * 36 > 50
+    monkeypatch.setattr(witnesses, "COLUMN_BATCH", 5)  # and each input's points in chunks of 5
+    witnesses._program.cache_clear()  # the program of `loss` is traced anew, the other way
+    built = check_function(loss, (params, x), jax.grad(loss), argnums=0)
+    assert held.passed and built.passed, (held, built)
+    a, b = (np.asarray(w["jfd"]) for w in seen[-2:])
+    assert a.shape == b.shape == (36,)
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-14)
+
+    def wrong(p, x):
+        g = jax.grad(loss)(p, x)
+        return {**g, "b": g["b"].at[4].add(1e-3)}
+
+    report = check_function(loss, (params, x), wrong, argnums=0, checks=["vjp_fd"])
+    row = _by_check(report)["vjp_fd"]
+    assert row.status == "FAIL" and row.where == "p['b'][4]", report
+
+
 def test_jacfwd_is_left_out_beyond_its_limit(monkeypatch):
     from jaxcalc.checks import witnesses
 

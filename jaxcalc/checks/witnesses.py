@@ -202,6 +202,26 @@ def _estimate(closed: Any) -> tuple[float, float]:
     return on_host, COMPILE_SECONDS[0] + c.equations * COMPILE_SECONDS[1]
 
 
+def _moved_leaf(f: Callable[..., Any], diff: tuple, k: int, h: jax.Array) -> tuple[Any, Any]:
+    """f (value, records) at diff with input k moved by -h_i e_i, and by +h_i e_i, per element i.
+
+    The points are built from their index inside :func:`columns`' chunks; the other inputs
+    are held fixed, so they stay unbatched.
+    """
+    d, size = diff[k], diff[k].size
+    steps = h.reshape(-1).astype(d.dtype)
+
+    def at(j):
+        col = j % size
+        step = jnp.where(j < size, -steps[col], steps[col])
+        args = list(diff)
+        args[k] = d + (step * jax.nn.one_hot(col, size, dtype=d.dtype)).reshape(d.shape)
+        return f(*args)
+
+    both = columns(at, 2 * size)
+    return jax.tree.map(lambda a: a[:size], both), jax.tree.map(lambda a: a[size:], both)
+
+
 def use_host(closed: Any, executor: str | None = None) -> bool:
     """Whether a traced witness program runs on the host (see :data:`EXECUTOR`)."""
     executor = executor or EXECUTOR
@@ -285,17 +305,14 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
                 shift = jnp.diag(h) if full else None
                 rows = jnp.concatenate(([p_dir] if steps else []) + ([v - shift, v + shift] if full else []))
                 vals, recs = jax.vmap(lambda u: branchy(*unravel(u)))(rows)
-            else:  # too many to hold: the columns' points built from their index, in chunks
-
-                def at_column(j):
-                    col = j % n
-                    return branchy(*unravel(v + jnp.where(j < n, -h[col], h[col]) * basis(col)))
-
-                vals, recs = columns(at_column, 2 * n)
-                if steps:
-                    d_vals, d_recs = jax.vmap(lambda u: branchy(*unravel(u)))(p_dir)
-                    vals = jnp.concatenate([d_vals, vals])
-                    recs = tuple(jnp.concatenate([a, b]) for a, b in zip(d_recs, recs, strict=True))
+            else:  # too many to hold: each input's points built from their index, in chunks
+                # One input at a time, the others held fixed: those stay unbatched, so whatever
+                # f computes from them alone (an MLP's first layer, when the last is moved) is
+                # computed once, not once per point. The columns keep ravel_pytree's order.
+                moved = [_moved_leaf(branchy, diff, k, hk) for k, hk in enumerate(unravel(h)) if hk.size]
+                parts = [jax.vmap(lambda u: branchy(*unravel(u)))(p_dir)] if steps else []
+                parts += [lo for lo, _ in moved] + [hi for _, hi in moved]
+                vals, recs = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
             cross = jax.vmap(lambda r: crossed(r, center))(recs) if recs else jnp.zeros(m, bool)
         if fd_jvp:
             w["fd_jvp"] = both(vals[:m_dir])
