@@ -18,11 +18,27 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxcalc.numerics import fd_base_step
 
-__all__ = ["base_step", "derivative", "directional", "directional_points", "jacobian", "stencil", "typical_scale"]
+__all__ = [
+    "base_step",
+    "derivative",
+    "directional",
+    "directional_combine",
+    "directional_points",
+    "jacobian",
+    "stencil",
+    "typical_scale",
+]
+
+
+def _xp(*arrays: ArrayLike):
+    """NumPy for host arrays (the checker builds its points there, outside any trace), else
+    jax.numpy: the step and point helpers below run in either."""
+    return np if all(isinstance(a, np.ndarray | np.generic) for a in arrays) else jnp
 
 
 _OFFSETS = (-2.0, -1.0, 1.0, 2.0)
@@ -55,14 +71,17 @@ def stencil(f: Callable[[jax.Array], jax.Array], h: jax.Array, *, order: int = 4
 
 def _rms(x: jax.Array) -> jax.Array:
     """Root-mean-square magnitude of x, or 1 for an empty or all-zero array."""
-    r = jnp.sqrt(jnp.mean(jnp.square(x))) if x.size else jnp.asarray(0.0, x.dtype)
-    return jnp.where(r > 0, r, jnp.ones_like(r))
+    xp = _xp(x)
+    r = xp.sqrt(xp.mean(xp.square(x))) if x.size else xp.asarray(0.0, x.dtype)
+    return xp.where(r > 0, r, xp.ones_like(r))
 
 
 def typical_scale(x: ArrayLike) -> jax.Array:
-    """Per-element magnitude that sets the step: max(|x_i|, rms(x)), shaped like x."""
-    x = jnp.asarray(x)
-    return jnp.maximum(jnp.abs(x), _rms(x))
+    """Per-element magnitude that sets the step: max(|x_i|, rms(x)), shaped like x (a NumPy
+    array for a NumPy input)."""
+    xp = _xp(x)
+    x = xp.asarray(x)
+    return xp.maximum(xp.abs(x), _rms(x))
 
 
 def derivative(f: Callable[[jax.Array], jax.Array], x: ArrayLike) -> jax.Array:
@@ -73,50 +92,52 @@ def derivative(f: Callable[[jax.Array], jax.Array], x: ArrayLike) -> jax.Array:
 
 
 def _input_step(x: jax.Array, t: jax.Array) -> jax.Array:
-    """Step along tangent t for input x: eps**(1/5) * max(|x|inf, rms(x)) / |t|inf (traceable)."""
-    typ = jnp.max(typical_scale(x)) if x.size else jnp.asarray(1.0, t.dtype)
-    tmax = jnp.max(jnp.abs(t)) if t.size else jnp.asarray(0.0, t.dtype)
-    return fd_base_step(t.dtype) * typ / jnp.maximum(tmax, jnp.finfo(t.dtype).tiny)
+    """Step along tangent t for input x: eps**(1/5) * max(|x|inf, rms(x)) / |t|inf."""
+    xp = _xp(x, t)
+    typ = xp.max(typical_scale(x)) if x.size else xp.asarray(1.0, t.dtype)
+    tmax = xp.max(xp.abs(t)) if t.size else xp.asarray(0.0, t.dtype)
+    return fd_base_step(t.dtype) * typ / xp.maximum(tmax, xp.finfo(t.dtype).tiny)
 
 
-def _prepare(primals: Sequence, tangents: Sequence) -> tuple[tuple, tuple]:
-    primals = tuple(jnp.asarray(p) for p in primals)
-    tangents = tuple(jnp.asarray(t, p.dtype) for p, t in zip(primals, tangents, strict=True))
-    return primals, tangents
+def directional_points(primals: Sequence, tangents: Sequence, scale: float = 1.0) -> tuple[tuple, jax.Array]:
+    """The evaluation points of :func:`directional`, and the step of each input's stencil.
 
-
-def directional_points(
-    primals: Sequence, tangents: Sequence, scale: float = 1.0
-) -> tuple[tuple, Callable[[jax.Array], jax.Array]]:
-    """The evaluation points of :func:`directional`, and how f's values there combine into J t.
-
-    Returns ``(points, combine)``: ``points`` holds one array per primal, its 4 x len(primals)
+    Returns ``(points, steps)``: ``points`` holds one array per primal, its 4 x len(primals)
     points stacked on a leading axis (input k moves along its tangent in the 4 evaluations of
-    its own stencil and stays put in the others); ``combine(values)`` takes f's values at those
-    points, stacked the same way, to J t. Each input is differenced at its own step, so inputs
-    of very different magnitudes each get a step that suits them; ``scale`` multiplies every step.
+    its own stencil and stays put in the others); :func:`directional_combine` turns f's values
+    there, stacked the same way, and ``steps`` into J t. Each input is differenced at its own
+    step, so inputs of very different magnitudes each get a step that suits them; ``scale``
+    multiplies every step. NumPy inputs give NumPy points (nothing is traced or compiled).
     """
-    primals, tangents = _prepare(primals, tangents)
+    xp = _xp(*primals, *tangents)
+    primals = tuple(xp.asarray(p) for p in primals)
+    tangents = tuple(xp.asarray(t, p.dtype) for p, t in zip(primals, tangents, strict=True))
     n = len(primals)
     dtype = tangents[0].dtype
-    steps = jnp.stack([_input_step(p, t).astype(dtype) for p, t in zip(primals, tangents, strict=True)])
-    steps = steps * jnp.asarray(scale, dtype) if scale != 1.0 else steps
+    steps = xp.stack(
+        [xp.asarray(_input_step(p, t)).astype(dtype) for p, t in zip(primals, tangents, strict=True)]
+    )
+    steps = steps * xp.asarray(scale, dtype) if scale != 1.0 else steps
     # coef[k * 4 + o, j]: how far input j moves in evaluation o of input k's stencil (0 unless j == k).
-    offsets = jnp.asarray(_OFFSETS, dtype)
-    coef = (jnp.eye(n, dtype=dtype)[:, None, :] * offsets[None, :, None] * steps[:, None, None]).reshape(4 * n, n)
+    offsets = xp.asarray(_OFFSETS, dtype)
+    coef = (xp.eye(n, dtype=dtype)[:, None, :] * offsets[None, :, None] * steps[:, None, None]).reshape(
+        4 * n, n
+    )
     points = tuple(
         p + coef[:, j].reshape((4 * n,) + (1,) * p.ndim) * t
         for j, (p, t) in enumerate(zip(primals, tangents, strict=True))
     )
+    return points, steps
 
-    def combine(vals: jax.Array) -> jax.Array:
-        vals = vals.reshape((n, 4) + vals.shape[1:])
-        w = jnp.asarray(_WEIGHTS, vals.dtype)
-        per_input = jnp.tensordot(vals, w, axes=((1,), (0,)))  # (n, *out)
-        scale = (12 * steps).astype(vals.dtype).reshape((n,) + (1,) * (vals.ndim - 2))
-        return jnp.sum(per_input / scale, axis=0)
 
-    return points, combine
+def directional_combine(vals: jax.Array, steps: jax.Array) -> jax.Array:
+    """J t from f's values at :func:`directional_points` (stacked on a leading axis) and its steps."""
+    n = steps.shape[0]
+    vals = vals.reshape((n, 4) + vals.shape[1:])
+    w = jnp.asarray(_WEIGHTS, vals.dtype)
+    per_input = jnp.tensordot(vals, w, axes=((1,), (0,)))  # (n, *out)
+    scale = (12 * steps).astype(vals.dtype).reshape((n,) + (1,) * (vals.ndim - 2))
+    return jnp.sum(per_input / scale, axis=0)
 
 
 def directional(f: Callable[..., jax.Array], primals: Sequence, tangents: Sequence, *, has_aux: bool = False):
@@ -127,10 +148,11 @@ def directional(f: Callable[..., jax.Array], primals: Sequence, tangents: Sequen
     ``has_aux`` f returns (value, aux) and the result is (J t, aux of every evaluation stacked
     on a leading axis).
     """
-    points, combine = directional_points(primals, tangents)
+    primals = tuple(jnp.asarray(p) for p in primals)
+    points, steps = directional_points(primals, tangents)
     vals = jax.vmap(f)(*points)
     vals, aux = vals if has_aux else (vals, None)
-    d = combine(vals)
+    d = directional_combine(vals, steps)
     return (d, aux) if has_aux else d
 
 

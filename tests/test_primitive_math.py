@@ -405,3 +405,29 @@ def test_quadratic_form_is_nonsymmetric_with_a_unique_minimum():
     _assert_close(
         functions.quadratic_form(A, b, s["x"]), 0.5 * s["x"] @ A @ s["x"] + b @ s["x"], 1e-14, "value"
     )
+
+
+def test_directional_points_on_the_host_match_the_traced_ones():
+    """The checker builds its FD points with NumPy, outside any trace; fd.directional builds
+    them inside jit. Both must be the same points and steps, and combine to the same J t."""
+    rng = np.random.default_rng(4)
+    primals = (rng.standard_normal((3, 4)) * 1e-3, rng.standard_normal(5) * 50.0)
+    tangents = (rng.standard_normal((3, 4)), rng.standard_normal(5))
+    for scale in (1.0, 0.25):
+        host_points, host_steps = fd.directional_points(primals, tangents, scale)
+        assert all(isinstance(p, np.ndarray) for p in (*host_points, host_steps))
+        traced_points, traced_steps = jax.jit(lambda p, t, s=scale: fd.directional_points(p, t, s))(
+            primals, tangents
+        )
+        np.testing.assert_allclose(host_steps, traced_steps, rtol=1e-15)
+        for a, b in zip(host_points, traced_points, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-15, atol=0)
+
+    def f(a, b):
+        return jnp.sum(jnp.sin(a)) * jnp.sum(b**2)
+
+    points, steps = fd.directional_points(primals, tangents)
+    jt = fd.directional_combine(jax.vmap(f)(*points), steps)
+    exact = jax.jvp(f, primals, tangents)[1]
+    np.testing.assert_allclose(jt, exact, rtol=1e-8)
+    np.testing.assert_allclose(fd.directional(f, primals, tangents), exact, rtol=1e-8)

@@ -108,6 +108,17 @@ def columns(fn: Callable[[jax.Array], Any], n: int) -> Any:
     return jax.lax.map(fn, idx, batch_size=COLUMN_BATCH)
 
 
+def basis_columns(fn: Callable[[jax.Array], Any], n: int, dtype: Any) -> Any:
+    """Stack fn(e_i) for the basis vectors e_i of R^n, batched as :func:`columns` batches.
+
+    When one vmap suffices it maps over the rows of the identity, built once outside the
+    vmap, rather than building each e_i from its index inside it (cheaper to trace).
+    """
+    if n <= COLUMN_BATCH:
+        return jax.vmap(fn)(jnp.eye(n, dtype=dtype))
+    return columns(lambda i: fn(jax.nn.one_hot(i, n, dtype=dtype)), n)
+
+
 def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) -> dict[str, Any]:
     """Every derivative the checks in ``wanted`` compare, computed in ONE jitted call.
 
@@ -139,7 +150,33 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
         chain is not None and "chain_forward" in wanted,
     )
     fn = _program(ctx.forward, ctx.diff_idx, vjp, jvp, chain, flags)
-    return fn(ctx.primals, ctx.ct, ctx.tangents)
+    return fn(ctx.primals, ctx.ct, ctx.tangents, _probes(ctx, "fd_jvp" in wanted or scalar, full))
+
+
+def _probes(ctx: Context, directional: bool, full: bool) -> dict[str, Any]:
+    """The finite differences' points and steps, built with NumPy on the host (no tracing):
+
+    * ``points``: the directional stencil's points at two steps, the usual one and FINE_STEP
+      of it, one flattened row each. Truncation error (a curvy f, an input near a
+      singularity) shrinks 256-fold at the finer step, while a wrong derivative disagrees
+      with both.
+    * ``steps``: each stencil's per-input steps;
+    * ``h``: the per-element steps of the FD Jacobian's columns, flattened in ravel order.
+    """
+    diff = tuple(np.asarray(d) for d in ctx.diff)
+    dtype = np.result_type(*diff) if diff else np.dtype(np.float64)
+    out: dict[str, Any] = {}
+    with np.errstate(all="ignore"):  # as in a traced program: an inf input gives inf points, silently
+        if directional:
+            tangents = tuple(np.asarray(t, d.dtype) for d, t in zip(diff, ctx.tangents, strict=True))
+            stencils = [fd.directional_points(diff, tangents, scale) for scale in (1.0, FINE_STEP)]
+            rows = [np.concatenate([p.reshape(len(p), -1) for p in points], axis=1) for points, _ in stencils]
+            out["points"] = np.concatenate(rows).astype(dtype)
+            out["steps"] = tuple(steps for _, steps in stencils)
+        if full:
+            typ = np.concatenate([fd.typical_scale(d).reshape(-1) for d in diff]).astype(dtype)
+            out["h"] = (fd.base_step(dtype, JACOBIAN_ORDER) * typ).astype(dtype)
+    return out
 
 
 class _Program:
@@ -241,7 +278,7 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
 
     full, jacfwd, scalar, hessian, quick, fd_jvp, chained = flags
 
-    def compute(primals, ct, tangents):
+    def compute(primals, ct, tangents, probes):
         # f and the handwritten derivative are each traced once (and kept: branches.traced);
         # every witness transforms those traces, nested jits inlined, not the user's Python.
         c = Context("", inlined(forward, *primals), primals, diff_idx, (), ct, tangents, None)
@@ -271,33 +308,24 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
         def f_flat(u):
             return c.f_diff(*unravel(u))
 
-        def basis(i):
-            return jax.nn.one_hot(i, n, dtype=v.dtype)
-
         # Every finite difference of f is one batched evaluation: the directional stencil's
         # 4 points per input (fd_jvp; the Hessian checks difference the gradient at the same
-        # points), then each Jacobian column's two (x - h e_i, then x + h e_i).
+        # points), then each Jacobian column's two (x - h e_i, then x + h e_i). The points and
+        # steps come in as arguments (``probes``), built on the host.
         steps = fd_jvp or scalar
         if steps:
-            # ... at two steps: the usual one and a quarter of it (FINE_STEP). Truncation error
-            # (a curvy f, an input near a singularity) shrinks 256-fold at the finer step, while a
-            # wrong derivative disagrees with both.
-            stencils = [fd.directional_points(diff, tangents, scale) for scale in (1.0, FINE_STEP)]
-            p_dir = jnp.concatenate(
-                [jnp.concatenate([p.reshape(p.shape[0], -1) for p in moved], axis=1) for moved, _ in stencils]
-            ).astype(v.dtype)
+            p_dir = probes["points"]
             half = p_dir.shape[0] // 2
 
             def both(vals):  # the directional difference at each of the two steps
+                parts = (vals[:half], vals[half:])
                 return tuple(
-                    combine(part)
-                    for (_, combine), part in zip(stencils, (vals[:half], vals[half:]), strict=True)
+                    fd.directional_combine(p, s) for p, s in zip(parts, probes["steps"], strict=True)
                 )
 
         m_dir = p_dir.shape[0] if steps else 0
         if full:
-            typ, _ = ravel_pytree(tuple(fd.typical_scale(d) for d in diff))
-            h = fd.base_step(v.dtype, JACOBIAN_ORDER) * typ
+            h = probes["h"]
 
         m = m_dir + (2 * n if full else 0)
         if m:
@@ -326,7 +354,7 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
                 )
                 w["jrev"] = rows.reshape(out.shape + (n,))
             if jacfwd:  # jacfwd: the linear map at each input basis vector
-                jfwd = columns(lambda i: lin(*unravel(basis(i))), n)
+                jfwd = basis_columns(lambda e: lin(*unravel(e)), n, v.dtype)
                 w["jfwd"] = jnp.moveaxis(jfwd, 0, -1)
             lo, hi = vals[m_dir : m_dir + n], vals[m_dir + n :]
             jfd = (hi - lo) / (2 * h).astype(vals.dtype).reshape((n,) + (1,) * (vals.ndim - 1))
@@ -352,19 +380,19 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
             t, _ = ravel_pytree(tangents)
             w["hvp_fd"] = both(jax.vmap(grad)(p_dir))
             w["hvp_kink"] = jnp.any(cross[:m_dir])
-            # Forward over the gradient: its linearization is u -> H u.
-            _, hess = jax.linearize(grad, v)
+
+            # Forward over the gradient, u -> H u: one vmapped JVP of the gradient whose primal,
+            # unbatched, is computed once (tracing it costs about half of linearizing first).
+            def hess(u):
+                return jax.jvp(grad, (v,), (u,))[1]
+
             if hessian:  # H's columns are H e_j (jacfwd of the gradient); H t is contracted from them
-                w["hessian"] = jnp.moveaxis(columns(lambda j: hess(basis(j)), n), 0, -1)
+                w["hessian"] = jnp.moveaxis(basis_columns(hess, n, v.dtype), 0, -1)
                 w["hvp"] = w["hessian"] @ t
             else:
-                w["hvp"] = hess(t)
                 u = jnp.roll(t, 1) * jnp.linspace(0.5, 1.5, t.size, dtype=t.dtype)
-                w["sym"] = (
-                    jnp.vdot(u, w["hvp"]),
-                    jnp.vdot(t, hess(u)),
-                    jnp.sum(jnp.abs(u * w["hvp"])),
-                )
+                w["hvp"], hu = jax.vmap(hess)(jnp.stack([t, u]))
+                w["sym"] = (jnp.vdot(u, w["hvp"]), jnp.vdot(t, hu), jnp.sum(jnp.abs(u * w["hvp"])))
         return w
 
     # On CPU, skipping LLVM's heavy optimizations cuts compile time by a third to a half and
