@@ -71,5 +71,9 @@ if slow:
     ratio = times[fastest].median / full
     verdict = "met" if ratio >= target else "NOT met"
     print(f"{fastest} / jaxcalc full = {ratio:.3g}x (target >= {target:g}x): {verdict}")
+    if "torch gradcheck fast_mode" in times:
+        fast = times["jaxcalc fast, compiled"].median / times["torch gradcheck fast_mode"].median
+        verdict = "met" if fast <= 1.0 else "NOT met"
+        print(f"jaxcalc fast, compiled / torch gradcheck fast_mode = {fast:.3g}x (target <= 1x): {verdict}")
 else:
     print("torch not installed: no ratio to report")

@@ -298,6 +298,38 @@ def test_gradcheck_checkers_run_and_pass_on_the_problem():
         assert calls[name]() is True, name
 
 
+def test_the_compiled_fast_row_compiles_its_program_and_restores_the_executor():
+    from jaxcalc.bench.gradcheck import checkers, make_problem
+    from jaxcalc.checks import witnesses
+
+    calls = checkers(make_problem(*TINY.gc_shape), use_torch=False)
+
+    def compiled_runs():
+        return sum(
+            key[-1] == "xla" and not isinstance(run, witnesses._Tiered)
+            for p in _live_programs()
+            for key, run in p.runs.items()
+        )
+
+    before, had = witnesses.EXECUTOR, compiled_runs()
+    assert calls["jaxcalc fast (directional)"]() is True
+    assert compiled_runs() == had  # the plain row leaves the executor to `auto`
+    assert calls["jaxcalc fast, compiled"]() is True
+    assert witnesses.EXECUTOR == before
+    assert compiled_runs() == had + 1  # one program compiled by XLA, not run on the host
+
+
+def _live_programs():
+    import gc
+    import warnings
+
+    from jaxcalc.checks import witnesses
+
+    with warnings.catch_warnings():  # isinstance on every live object touches torch's deprecated aliases
+        warnings.simplefilter("ignore")
+        return [o for o in gc.get_objects() if isinstance(o, witnesses._Program)]
+
+
 def test_gradcheck_workload_reports_every_checker_and_the_ratio(monkeypatch):
     import jaxcalc.bench.gradcheck as gc
 

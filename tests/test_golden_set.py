@@ -51,6 +51,7 @@ def test_the_committed_set_is_the_golden_size_in_every_regime_and_column():
     assert sum(len(b) for b in _files(GOLDEN).values()) < 8 * 2**20  # a few MiB
 
 
+@pytest.mark.slow  # two minutes of compiling: run by `pytest -m slow` and in CI (.ci/run)
 def test_a_fresh_export_matches_the_committed_set_byte_for_byte(tmp_path: Path):
     committed = json.loads((GOLDEN / "manifest.json").read_text())["producer"]
     here = producer()

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = [
     "device",
@@ -21,6 +23,7 @@ STEPS = [
 ]
 
 
+@pytest.mark.slow  # a minute: run by `pytest -m slow` and in CI (.ci/run)
 def test_gpu_check_smoke_runs_every_step_and_writes_json_and_markdown(tmp_path):
     out, md = tmp_path / "gpu.json", tmp_path / "gpu.md"
     argv = [sys.executable, "scripts/gpu_check.py", "--smoke", f"--json={out}", f"--markdown={md}"]

@@ -78,6 +78,22 @@ def _torch_function(p: Problem) -> tuple[Callable[..., Any], tuple[Any, ...]]:
     return f, tuple(torch.from_numpy(a.copy()).requires_grad_(True) for a in p.args)
 
 
+def _compiled(check: Callable[[], bool]) -> Callable[[], bool]:
+    """``check`` with its witness program compiled by XLA from the first call
+    (``JAXCALC_WITNESS=xla``), not run on the host first: its first call holds the compile,
+    later calls show the compiled speed a function checked again and again reaches."""
+    from jaxcalc.checks import witnesses
+
+    def call() -> bool:
+        before, witnesses.EXECUTOR = witnesses.EXECUTOR, "xla"
+        try:
+            return check()
+        finally:
+            witnesses.EXECUTOR = before
+
+    return call
+
+
 def checkers(p: Problem, use_torch: bool = True) -> dict[str, Callable[[], bool]]:
     """Each gradient checker as a zero-argument call on problem ``p`` returning whether it passed."""
     from jaxcalc.checks import check_function
@@ -88,6 +104,9 @@ def checkers(p: Problem, use_torch: bool = True) -> dict[str, Callable[[], bool]
         ),
         "jaxcalc fast (directional)": lambda: (
             check_function(p.f, p.args, grad_fn=p.grad, mode="fast", dtype="float64").passed
+        ),
+        "jaxcalc fast, compiled": _compiled(
+            lambda: check_function(p.f, p.args, grad_fn=p.grad, mode="fast", dtype="float64").passed
         ),
     }
 
@@ -157,6 +176,17 @@ def gradcheck(cfg: BenchConfig, limits: dict[str, float]) -> WorkloadResult:
                 note=f"against the faster slow-mode run ({fastest})",
             )
         )
+        if "torch gradcheck fast_mode" in times:
+            targets.append(
+                Target(
+                    "jaxcalc fast (compiled) time vs torch gradcheck fast_mode",
+                    times["jaxcalc fast, compiled"].median / times["torch gradcheck fast_mode"].median,
+                    "<=",
+                    1.0,
+                    "x",
+                    note="the compile is the first call (the max); the host-run row is 'jaxcalc fast'",
+                )
+            )
     else:
         notes.append("torch gradcheck: skipped (torch not installed or disabled)")
     n_in, hidden, n_out, batch = cfg.gc_shape

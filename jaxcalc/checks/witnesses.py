@@ -189,7 +189,8 @@ class _Program:
 
     def __call__(self, *args: Any) -> Any:
         leaves, tree = jax.tree_util.tree_flatten(args)
-        key = (tree, tuple((np.shape(x), np.result_type(x)) for x in leaves))
+        # per executor too: a program forced onto XLA (EXECUTOR) is not the host-run one
+        key = (tree, tuple((np.shape(x), np.result_type(x)) for x in leaves), EXECUTOR)
         run = self.runs.get(key)
         if run is None:
             run = self.runs[key] = self._prepare(args, len(leaves))
