@@ -5,7 +5,11 @@ The function checked is a tanh MLP's mean cross-entropy as a function of its wei
 with h (n_in + 1) + k (h + 1) parameters; jaxcalc checks the handwritten gradient of
 jaxcalc.backprop.mlp_backward against autodiff and per-element finite differences. Each checker is
 timed end to end, the way a user calls it, in turn (round-robin) so that a shared machine's load
-falls on all of them alike. The last line prints torch's slow mode time over jaxcalc's full check.
+falls on all of them alike; after the first round (where jaxcalc's compile shows, as the max),
+each timed call follows one untimed call of the same checker, so that it does not run in the
+caches and thread pools the previous checker left (torch's 1-thread run made the next jaxcalc
+call 1.7x slower). The last lines print torch's slow mode time over jaxcalc's full check, and
+jaxcalc's compiled fast mode over torch's fast_mode.
 
 Example (about 3K parameters):
 
@@ -54,7 +58,7 @@ def keep_verdict(name, check):
 
 
 calls = {name: keep_verdict(name, check) for name, check in checkers(problem, use_torch).items()}
-times = time_calls(calls, repeats=repeats, min_time=0.0, warmup=0, sync=lambda _: None)
+times = time_calls(calls, repeats=repeats, min_time=0.0, warmup=0, sync=lambda _: None, settle=1)
 
 # -----------------------------------------------------------------------------
 full = times["jaxcalc full (per element)"].median

@@ -145,7 +145,7 @@ def gradcheck(cfg: BenchConfig, limits: dict[str, float]) -> WorkloadResult:
 
     calls = {name: keep_verdict(name, check) for name, check in checkers(p, cfg.use_torch).items()}
     # every call is timed: no warm-up, one call per sample (each check is a whole user-facing call)
-    times = time_calls(calls, repeats=cfg.gc_repeats, min_time=0.0, warmup=0, sync=lambda _: None)
+    times = time_calls(calls, repeats=cfg.gc_repeats, min_time=0.0, warmup=0, sync=lambda _: None, settle=1)
     full = times["jaxcalc full (per element)"].median
     rows = [
         Row(
@@ -161,7 +161,8 @@ def gradcheck(cfg: BenchConfig, limits: dict[str, float]) -> WorkloadResult:
     targets = []
     notes = [
         "each check timed end to end as called, median of the repeats; jaxcalc's first call "
-        "compiles its witness program (the max), later calls of the same function reuse it",
+        "compiles its witness program (the max), later calls of the same function reuse it; "
+        "every sample after the first round follows one untimed call of the same checker",
     ]
     slow = [k for k in times if k.startswith("torch gradcheck") and "fast_mode" not in k]
     if slow:

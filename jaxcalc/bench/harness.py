@@ -108,6 +108,7 @@ def time_calls(
     max_number: int = 1_000_000,
     warmup: int = 1,
     sync: Callable[[Any], Any] | dict[str, Callable[[Any], Any]] = jax.block_until_ready,
+    settle: int = 0,
 ) -> dict[str, Timing]:
     """Time each zero-argument call: seconds per call, as a :class:`Timing` per name.
 
@@ -117,7 +118,10 @@ def time_calls(
     turn: interleaving spreads a shared machine's changing load evenly over the variants
     compared. ``sync(result)`` (one function, or one per name) runs on the last result of a
     sample before the clock is read. A stateful call (donated buffers, an optimizer) keeps its
-    own state; every call must be a valid step.
+    own state; every call must be a valid step. With ``settle``, every sample follows that many
+    untimed calls of the same call, so that it meets its own caches, allocations and thread
+    pools rather than those the previous call in turn left behind; the first round (the
+    calibration, where a first call's compilation shows) is taken as it comes.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -126,7 +130,9 @@ def time_calls(
     def sampler(name: str) -> Callable[[int], float]:
         call, done = calls[name], syncs[name]
 
-        def sample(n: int) -> float:
+        def sample(n: int, settled: bool = False) -> float:
+            for _ in range(settle if settled else 0):
+                done(call())
             t0 = time.perf_counter()
             out = None
             for _ in range(n):
@@ -146,7 +152,7 @@ def time_calls(
         samples[name] = [first / numbers[name]]
     for _ in range(repeats - 1):
         for name, sample in samplers.items():
-            samples[name].append(sample(numbers[name]) / numbers[name])
+            samples[name].append(sample(numbers[name], True) / numbers[name])
     return {name: _timing(samples[name], numbers[name]) for name in calls}
 
 
