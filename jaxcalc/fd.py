@@ -131,13 +131,17 @@ def directional_points(primals: Sequence, tangents: Sequence, scale: float = 1.0
 
 
 def directional_combine(vals: jax.Array, steps: jax.Array) -> jax.Array:
-    """J t from f's values at :func:`directional_points` (stacked on a leading axis) and its steps."""
-    n = steps.shape[0]
-    vals = vals.reshape((n, 4) + vals.shape[1:])
+    """J t from f's values at :func:`directional_points` (stacked on a leading axis) and its steps.
+
+    ``steps`` of shape (s, n_inputs) combines s stencils' points stacked one after another
+    (the same point set at s step scales) and returns their s results stacked.
+    """
+    lead = steps.shape
+    vals = vals.reshape(lead + (4,) + vals.shape[1:])
     w = jnp.asarray(_WEIGHTS, vals.dtype)
-    per_input = jnp.tensordot(vals, w, axes=((1,), (0,)))  # (n, *out)
-    scale = (12 * steps).astype(vals.dtype).reshape((n,) + (1,) * (vals.ndim - 2))
-    return jnp.sum(per_input / scale, axis=0)
+    per_input = jnp.tensordot(vals, w, axes=((len(lead),), (0,)))  # (*lead, *out)
+    scale = (12 * steps).astype(vals.dtype).reshape(lead + (1,) * (vals.ndim - len(lead) - 1))
+    return jnp.sum(per_input / scale, axis=len(lead) - 1)
 
 
 def directional(f: Callable[..., jax.Array], primals: Sequence, tangents: Sequence, *, has_aux: bool = False):

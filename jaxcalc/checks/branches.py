@@ -216,12 +216,16 @@ def inlined(f: Callable[..., Any], *example: Any) -> Callable[..., Any]:
     return _run(f, example, False, _PLAIN_CALLS)
 
 
-def crossed(a: tuple, b: tuple) -> jax.Array:
-    """True when two points' branch records differ: the segment between them crosses a kink.
+def crossed(rows: tuple, center: tuple) -> jax.Array:
+    """Per point, True when its branch record differs from ``center``'s: the segment between
+    them crosses a kink.
 
-    Compares the records of two single points; vmap it to compare many.
+    ``rows`` holds the records of many points, stacked on a leading axis (a vmapped
+    :func:`with_branches`); ``center`` those of one point. Returns a bool array, one per point.
     """
-    out = jnp.asarray(False)
-    for x, y in zip(a, b, strict=True):
-        out = out | jnp.any(x != y)
+    out = None
+    for x, y in zip(rows, center, strict=True):
+        differs = x != y
+        any_ = jnp.any(differs, axis=tuple(range(1, differs.ndim))) if differs.ndim > 1 else differs
+        out = any_ if out is None else out | any_
     return out

@@ -160,7 +160,7 @@ def _probes(ctx: Context, directional: bool, full: bool) -> dict[str, Any]:
       of it, one flattened row each. Truncation error (a curvy f, an input near a
       singularity) shrinks 256-fold at the finer step, while a wrong derivative disagrees
       with both.
-    * ``steps``: each stencil's per-input steps;
+    * ``steps``: each stencil's per-input steps, one row per step scale;
     * ``h``: the per-element steps of the FD Jacobian's columns, flattened in ravel order.
     """
     diff = tuple(np.asarray(d) for d in ctx.diff)
@@ -172,7 +172,7 @@ def _probes(ctx: Context, directional: bool, full: bool) -> dict[str, Any]:
             stencils = [fd.directional_points(diff, tangents, scale) for scale in (1.0, FINE_STEP)]
             rows = [np.concatenate([p.reshape(len(p), -1) for p in points], axis=1) for points, _ in stencils]
             out["points"] = np.concatenate(rows).astype(dtype)
-            out["steps"] = tuple(steps for _, steps in stencils)
+            out["steps"] = np.stack([steps for _, steps in stencils]).astype(dtype)  # (2, n_inputs)
         if full:
             typ = np.concatenate([fd.typical_scale(d).reshape(-1) for d in diff]).astype(dtype)
             out["h"] = (fd.base_step(dtype, JACOBIAN_ORDER) * typ).astype(dtype)
@@ -316,13 +316,9 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
         steps = fd_jvp or scalar
         if steps:
             p_dir = probes["points"]
-            half = p_dir.shape[0] // 2
 
-            def both(vals):  # the directional difference at each of the two steps
-                parts = (vals[:half], vals[half:])
-                return tuple(
-                    fd.directional_combine(p, s) for p, s in zip(parts, probes["steps"], strict=True)
-                )
+            def both(vals):  # the directional differences at the two steps, stacked
+                return fd.directional_combine(vals, probes["steps"])
 
         m_dir = p_dir.shape[0] if steps else 0
         if full:
@@ -342,7 +338,7 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
                 parts = [jax.vmap(lambda u: branchy(*unravel(u)))(p_dir)] if steps else []
                 parts += [lo for lo, _ in moved] + [hi for _, hi in moved]
                 vals, recs = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
-            cross = jax.vmap(lambda r: crossed(r, center))(recs) if recs else jnp.zeros(m, bool)
+            cross = crossed(recs, center) if recs else jnp.zeros(m, bool)
         if fd_jvp:
             w["fd_jvp"] = both(vals[:m_dir])
             w["fd_jvp_kink"] = jnp.any(cross[:m_dir])
