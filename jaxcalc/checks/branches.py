@@ -46,7 +46,10 @@ def _reduce_extreme(invals, outs, params):
 
 
 def _to_integer(invals, outs, params):
-    return [outs[0]] if not jnp.issubdtype(invals[0].dtype, jnp.integer) else []
+    # a float (or complex) rounded to an integer or bool is piecewise constant; float to float,
+    # and integer to anything, are smooth or exact
+    rounds = jnp.issubdtype(invals[0].dtype, jnp.inexact) and not jnp.issubdtype(outs[0].dtype, jnp.inexact)
+    return [outs[0]] if rounds else []
 
 
 # Primitive name -> the branch decisions it takes (bool or integer arrays).
@@ -181,7 +184,33 @@ def _trace(f, tree, sig, inline_jit):
         return f(*jax.tree_util.tree_unflatten(tree, leaves))
 
     with jax.disable_jit(inline_jit):  # by default loops stay loops, even inside a witness trace
-        return jax.make_jaxpr(flat, return_shape=True)(*sig)
+        closed, out_shape = jax.make_jaxpr(flat, return_shape=True)(*sig)
+    return closed.replace(jaxpr=live(closed.jaxpr)), out_shape
+
+
+def live(jaxpr: core.Jaxpr) -> core.Jaxpr:
+    """The jaxpr without its dead equations (those no output depends on, and without effects).
+
+    ``jax.grad``'s trace keeps the primal value and the residuals no cotangent uses (a third of
+    a softmax loss's gradient); every witness transforms the trace, so each dead equation would
+    be differentiated, batched and run again and again. Dead code cannot change the value, so a
+    comparison in it is no kink either. Plain calls (nested jits) are cleaned inside too.
+    """
+    used = {v for v in jaxpr.outvars if not isinstance(v, core.Literal)}
+    kept = []
+    for eqn in reversed(jaxpr.eqns):
+        if not eqn.effects and not any(v in used for v in eqn.outvars):
+            continue
+        sub = _sub_jaxpr(eqn, _PLAIN_CALLS)
+        if sub is not None:
+            key = "jaxpr" if "jaxpr" in eqn.params else "call_jaxpr"
+            inner = live(sub.jaxpr)
+            if len(inner.eqns) < len(sub.jaxpr.eqns):
+                new = sub.replace(jaxpr=inner) if isinstance(eqn.params[key], core.ClosedJaxpr) else inner
+                eqn = eqn.replace(params={**eqn.params, key: new})
+        kept.append(eqn)
+        used.update(v for v in eqn.invars if not isinstance(v, core.Literal))
+    return jaxpr if len(kept) == len(jaxpr.eqns) else jaxpr.replace(eqns=kept[::-1])
 
 
 def _run(f: Callable[..., Any], example: tuple, record: bool, calls: tuple[str, ...]) -> Callable[..., Any]:
