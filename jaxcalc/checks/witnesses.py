@@ -115,8 +115,14 @@ def basis_columns(fn: Callable[[jax.Array], Any], n: int, dtype: Any) -> Any:
     vmap, rather than building each e_i from its index inside it (cheaper to trace).
     """
     if n <= COLUMN_BATCH:
-        return jax.vmap(fn)(jnp.eye(n, dtype=dtype))
+        return jax.vmap(fn)(_eye(n, dtype))
     return columns(lambda i: fn(jax.nn.one_hot(i, n, dtype=dtype)), n)
+
+
+def _eye(n: int, dtype: Any) -> jax.Array:
+    """The n x n identity in three primitives (``jnp.eye`` traces several times as many)."""
+    rows = jax.lax.broadcasted_iota(np.int32, (n, n), 0)
+    return jax.lax.convert_element_type(rows == jax.lax.broadcasted_iota(np.int32, (n, n), 1), dtype)
 
 
 def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) -> dict[str, Any]:
@@ -150,7 +156,10 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
         chain is not None and "chain_forward" in wanted,
     )
     fn = _program(ctx.forward, ctx.diff_idx, vjp, jvp, chain, flags)
-    return fn(ctx.primals, ctx.ct, ctx.tangents, _probes(ctx, "fd_jvp" in wanted or scalar, full))
+    w = fn(ctx.primals, ctx.ct, ctx.tangents, _probes(ctx, "fd_jvp" in wanted or scalar, full))
+    # the program stacks columns on the leading axis; the checks index them last
+    moved = {k: np.moveaxis(np.asarray(w[k]), 0, -1) for k in ("jfwd", "jfd", "hessian") if k in w}
+    return {**w, **moved}
 
 
 def _probes(ctx: Context, directional: bool, full: bool) -> dict[str, Any]:
@@ -287,7 +296,11 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
         v, unravel = ravel_pytree(diff)
         n = v.size
         w: dict[str, Any] = {}
-        branchy = with_branches(c.f_diff, *diff)
+        recorded = with_branches(forward, *primals)  # f's own trace, kept since it was first traced
+
+        def branchy(*d):
+            return recorded(*c.with_diff(d))
+
         center = branchy(*diff)[1]
 
         # Autodiff's JVP, VJP and Jacobians all come from one linearization of f: its JVP is the
@@ -327,7 +340,7 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
         m = m_dir + (2 * n if full else 0)
         if m:
             if not full or m * n <= MAX_POINTS:  # the points held at once, one row each
-                shift = jnp.diag(h) if full else None
+                shift = _eye(n, h.dtype) * h if full else None  # diag(h)
                 rows = jnp.concatenate(([p_dir] if steps else []) + ([v - shift, v + shift] if full else []))
                 vals, recs = jax.vmap(lambda u: branchy(*unravel(u)))(rows)
             else:  # too many to hold: each input's points built from their index, in chunks
@@ -347,15 +360,15 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
                 w["jrev"] = ravel_pytree(grad1)[0]
             else:  # jacrev: the pullback of each output basis vector
                 rows = jax.vmap(lambda e: ravel_pytree(pull(e.reshape(out.shape)))[0])(
-                    jnp.eye(out.size, dtype=out.dtype)
+                    _eye(out.size, out.dtype)
                 )
                 w["jrev"] = rows.reshape(out.shape + (n,))
             if jacfwd:  # jacfwd: the linear map at each input basis vector
                 jfwd = basis_columns(lambda e: lin(*unravel(e)), n, v.dtype)
-                w["jfwd"] = jnp.moveaxis(jfwd, 0, -1)
+                w["jfwd"] = jfwd
             lo, hi = vals[m_dir : m_dir + n], vals[m_dir + n :]
             jfd = (hi - lo) / (2 * h).astype(vals.dtype).reshape((n,) + (1,) * (vals.ndim - 1))
-            w["jfd"] = jnp.moveaxis(jfd, 0, -1)
+            w["jfd"] = jfd
             w["jfd_kink"] = cross[m_dir : m_dir + n] | cross[m_dir + n :]
         if chained:
             k = c.diff_idx[0]
@@ -384,8 +397,8 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
                 return jax.jvp(grad, (v,), (u,))[1]
 
             if hessian:  # H's columns are H e_j (jacfwd of the gradient); H t is contracted from them
-                w["hessian"] = jnp.moveaxis(basis_columns(hess, n, v.dtype), 0, -1)
-                w["hvp"] = w["hessian"] @ t
+                w["hessian"] = basis_columns(hess, n, v.dtype)  # row j: H e_j (moved to a column above)
+                w["hvp"] = t @ w["hessian"]  # H t, H symmetric or not: sum_j H e_j t_j
             else:
                 u = jnp.roll(t, 1) * jnp.linspace(0.5, 1.5, t.size, dtype=t.dtype)
                 w["hvp"], hu = jax.vmap(hess)(jnp.stack([t, u]))
