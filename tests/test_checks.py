@@ -6,6 +6,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 import numpy as np
 import pytest
 
@@ -334,6 +335,45 @@ def test_points_built_one_input_at_a_time_match_the_held_rows_and_name_a_wrong_e
     row = _by_check(report)["vjp_fd"]
     assert row.status == "FAIL" and row.where == "p['b'][4]", report
 
+
+def test_the_hessian_traced_with_the_fd_gradients_matches_the_chunked_one(monkeypatch):
+    """For up to COLUMN_BATCH inputs the Hessian's columns and the gradient at the FD points
+    come from one vmapped JVP; beyond it, from two programs (the columns chunked). Both give
+    the same H and H t, and a wrong handwritten gradient fails either way."""
+    from jaxcalc.checks import core, witnesses
+
+    rng = np.random.default_rng(5)
+    params = {"W": rng.standard_normal((3, 4)), "v": rng.standard_normal(4)}
+    x = rng.standard_normal((6, 3))
+
+    def loss(p, x):
+        return jnp.sum(jnp.tanh(x @ p["W"]) @ p["v"] ** 3)
+
+    def wrong(p, x):  # one Hessian-visible error: v's gradient scaled by (1 + v) (not linear)
+        g = jax.grad(loss)(p, x)
+        return {**g, "v": g["v"] * (1 + 1e-3 * p["v"])}
+
+    seen = []
+    real = core.witnesses
+    monkeypatch.setattr(core, "witnesses", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    reports = []
+    for batch in (512, 5):  # 16 inputs: one vmap, then chunks of 5 columns
+        monkeypatch.setattr(witnesses, "COLUMN_BATCH", batch)
+        witnesses._program.cache_clear()
+        reports.append(check_function(loss, (params, x), jax.grad(loss), argnums=0))
+        reports.append(check_function(loss, (params, x), wrong, argnums=0))
+    fused, chunked = seen[0], seen[2]
+    assert reports[0].passed and reports[2].passed, reports
+    for key in ("hessian", "hvp", "hvp_fd"):
+        np.testing.assert_allclose(np.asarray(fused[key]), np.asarray(chunked[key]), rtol=1e-12, atol=1e-12)
+    with jax.enable_x64(True):  # the checker's element order: W's 12, then v's 4
+        flat, unravel = ravel_pytree(params)
+    with jax.enable_x64(True):
+        exact = jax.hessian(lambda u: loss(unravel(u), x))(jnp.asarray(flat, jnp.float64))
+    np.testing.assert_allclose(fused["hessian"], exact, rtol=1e-12, atol=1e-12)
+    for bad in (reports[1], reports[3]):
+        assert _by_check(bad)["hessian_symmetry"].status == "FAIL", bad  # its Jacobian is not symmetric
+        assert _by_check(bad)["vjp"].status == "FAIL", bad
 
 def test_jacfwd_is_left_out_beyond_its_limit(monkeypatch):
     from jaxcalc.checks import witnesses

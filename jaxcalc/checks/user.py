@@ -72,6 +72,7 @@ class _Derivative(NamedTuple):
 
     raw: _Raw
     picks: tuple[int, ...]
+    binds_a_kept_trace = True  # the witnesses use it as it is, without tracing it again
 
     def __call__(self, leaves: tuple, ct: jax.Array) -> tuple:
         got = jax.tree_util.tree_leaves(inlined(self.raw, tuple(leaves), ct)(tuple(leaves), ct))

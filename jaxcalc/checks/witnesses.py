@@ -312,7 +312,8 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
             w["ad_vjp"] = tuple(ct * g for g in grad1)
         else:
             w["ad_vjp"] = pull(ct)
-        hand = inlined(vjp, primals, ct) if vjp is not None else None
+        # a derivative that already binds a kept trace (the user's, checks.user) is used as is
+        hand = vjp if getattr(vjp, "binds_a_kept_trace", False) or vjp is None else inlined(vjp, primals, ct)
         if hand is not None:
             w["hw_vjp"] = tuple(hand(primals, ct))
         w["ad_jvp"] = lin(*tangents)
@@ -388,7 +389,6 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
             else:
                 grad = jax.grad(f_flat)
             t, _ = ravel_pytree(tangents)
-            w["hvp_fd"] = both(jax.vmap(grad)(p_dir))
             w["hvp_kink"] = jnp.any(cross[:m_dir])
 
             # Forward over the gradient, u -> H u: one vmapped JVP of the gradient whose primal,
@@ -396,8 +396,19 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
             def hess(u):
                 return jax.jvp(grad, (v,), (u,))[1]
 
+            if hessian and n <= COLUMN_BATCH:
+                # One vmapped JVP of the gradient, traced once, gives both: rows (v, e_j) give
+                # H e_j, rows (p, 0) the gradient at each FD point. Tracing the gradient once
+                # instead of twice costs n extra gradient evaluations, which small inputs afford.
+                at = jnp.concatenate([jnp.broadcast_to(v, (n, n)), p_dir])
+                along = jnp.concatenate([_eye(n, v.dtype), jnp.zeros(p_dir.shape, v.dtype)])
+                g_at, h_rows = jax.vmap(lambda p, e: jax.jvp(grad, (p,), (e,)))(at, along)
+                w["hvp_fd"], w["hessian"] = both(g_at[n:]), h_rows[:n]
+            else:
+                w["hvp_fd"] = both(jax.vmap(grad)(p_dir))
             if hessian:  # H's columns are H e_j (jacfwd of the gradient); H t is contracted from them
-                w["hessian"] = basis_columns(hess, n, v.dtype)  # row j: H e_j (moved to a column above)
+                if "hessian" not in w:
+                    w["hessian"] = basis_columns(hess, n, v.dtype)  # row j: H e_j (a column, above)
                 w["hvp"] = t @ w["hessian"]  # H t, H symmetric or not: sum_j H e_j t_j
             else:
                 u = jnp.roll(t, 1) * jnp.linspace(0.5, 1.5, t.size, dtype=t.dtype)
