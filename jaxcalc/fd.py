@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.typing import ArrayLike
 
 from jaxcalc.numerics import fd_base_step
@@ -135,17 +134,16 @@ def directional_combine(vals: jax.Array, steps: jax.Array) -> jax.Array:
     """J t from f's values at :func:`directional_points` (stacked on a leading axis) and its steps.
 
     ``steps`` of shape (s, n_inputs) combines s stencils' points stacked one after another
-    (the same point set at s step scales) and returns their s results stacked.
+    (the same point set at s step scales) and returns their s results stacked. NumPy
+    values give a NumPy result (the checker combines its points on the host).
     """
-    lead, out = tuple(steps.shape), tuple(vals.shape[1:])
-    k = len(lead)
-    # written in lax primitives: the checker traces it for every function it checks
-    vals = lax.reshape(vals, lead + (4,) + out)
-    w = np.asarray(_WEIGHTS, vals.dtype)
-    per_input = lax.dot_general(vals, w, (((k,), (0,)), ((), ())))  # (*lead, *out)
-    scale = lax.convert_element_type(steps, vals.dtype) * np.asarray(12, vals.dtype)
-    scale = lax.broadcast_in_dim(scale, lead + out, tuple(range(k)))
-    return jnp.sum(per_input / scale, axis=k - 1)
+    xp = _xp(vals, steps)
+    lead = tuple(steps.shape)
+    vals = xp.reshape(vals, lead + (4,) + tuple(vals.shape[1:]))
+    w = xp.asarray(_WEIGHTS, vals.dtype)
+    per_input = xp.tensordot(vals, w, axes=((len(lead),), (0,)))  # (*lead, *out)
+    scale = (12 * xp.asarray(steps)).astype(vals.dtype).reshape(lead + (1,) * (vals.ndim - len(lead) - 1))
+    return xp.sum(per_input / scale, axis=len(lead) - 1)
 
 
 def directional(f: Callable[..., jax.Array], primals: Sequence, tangents: Sequence, *, has_aux: bool = False):

@@ -156,10 +156,43 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
         chain is not None and "chain_forward" in wanted,
     )
     fn = _program(ctx.forward, ctx.diff_idx, vjp, jvp, chain, flags)
-    w = fn(ctx.primals, ctx.ct, ctx.tangents, _probes(ctx, "fd_jvp" in wanted or scalar, full))
+    probes = _probes(ctx, "fd_jvp" in wanted or scalar, full)
+    return _finish(fn(ctx.primals, ctx.ct, ctx.tangents, probes), probes, flags)
+
+
+def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple) -> dict[str, Any]:
+    """The witnesses from what the program returns, with NumPy on the host (nothing traced):
+    the finite differences from f's values at their points, their kink flags, H t, the
+    symmetry sums; columns stacked on the leading axis are moved to the last."""
+    full, _, scalar, hessian, _, fd_jvp, _ = flags
+    w = {k: x for k, x in raw.items() if k not in ("fd_vals", "fd_cross", "grad_at")}
+    m_dir = len(probes["points"]) if "points" in probes else 0
+    with np.errstate(all="ignore"):
+        if "fd_vals" in raw:
+            vals, cross = np.asarray(raw["fd_vals"]), np.asarray(raw["fd_cross"])
+        if fd_jvp:
+            w["fd_jvp"] = fd.directional_combine(vals[:m_dir], probes["steps"])
+            w["fd_jvp_kink"] = bool(cross[:m_dir].any())
+        if full:
+            h = probes["h"]
+            n = h.size
+            lo, hi = vals[m_dir : m_dir + n], vals[m_dir + n :]
+            w["jfd"] = (hi - lo) / (2 * h).astype(vals.dtype).reshape((n,) + (1,) * (vals.ndim - 1))
+            w["jfd_kink"] = cross[m_dir : m_dir + n] | cross[m_dir + n :]
+        if scalar:
+            grads = np.asarray(raw["grad_at"])[-m_dir:]  # the gradient at the directional points
+            w["hvp_fd"] = fd.directional_combine(grads, probes["steps"])
+            w["hvp_kink"] = bool(cross[:m_dir].any())
+            t = probes["t"]
+            if hessian:  # row j of the program's H is H e_j; H t = sum_j t_j H e_j
+                w["hessian"] = np.asarray(raw["hessian"])[: t.size]
+                w["hvp"] = t @ w["hessian"]
+            else:
+                u, hvp = probes["u"], np.asarray(raw["hvp"])
+                w["sym"] = (np.vdot(u, hvp), np.vdot(t, np.asarray(raw["hu"])), np.sum(np.abs(u * hvp)))
     # the program stacks columns on the leading axis; the checks index them last
-    moved = {k: np.moveaxis(np.asarray(w[k]), 0, -1) for k in ("jfwd", "jfd", "hessian") if k in w}
-    return {**w, **moved}
+    w.update({k: np.moveaxis(np.asarray(w[k]), 0, -1) for k in ("jfwd", "jfd", "hessian") if k in w})
+    return w
 
 
 def _probes(ctx: Context, directional: bool, full: bool) -> dict[str, Any]:
@@ -182,6 +215,9 @@ def _probes(ctx: Context, directional: bool, full: bool) -> dict[str, Any]:
             rows = [np.concatenate([p.reshape(len(p), -1) for p in points], axis=1) for points, _ in stencils]
             out["points"] = np.concatenate(rows).astype(dtype)
             out["steps"] = np.stack([steps for _, steps in stencils]).astype(dtype)  # (2, n_inputs)
+            # H t's direction, and a second one for the symmetry u.(H t) = t.(H u)
+            t = np.concatenate([x.reshape(-1) for x in tangents]).astype(dtype)
+            out["t"], out["u"] = t, (np.roll(t, 1) * np.linspace(0.5, 1.5, t.size)).astype(dtype)
         if full:
             typ = np.concatenate([fd.typical_scale(d).reshape(-1) for d in diff]).astype(dtype)
             out["h"] = (fd.base_step(dtype, JACOBIAN_ORDER) * typ).astype(dtype)
@@ -331,9 +367,6 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
         if steps:
             p_dir = probes["points"]
 
-            def both(vals):  # the directional differences at the two steps, stacked
-                return fd.directional_combine(vals, probes["steps"])
-
         m_dir = p_dir.shape[0] if steps else 0
         if full:
             h = probes["h"]
@@ -352,10 +385,9 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
                 parts = [jax.vmap(lambda u: branchy(*unravel(u)))(p_dir)] if steps else []
                 parts += [lo for lo, _ in moved] + [hi for _, hi in moved]
                 vals, recs = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
-            cross = crossed(recs, center) if recs else jnp.zeros(m, bool)
-        if fd_jvp:
-            w["fd_jvp"] = both(vals[:m_dir])
-            w["fd_jvp_kink"] = jnp.any(cross[:m_dir])
+            # f at every FD point and whether each crossed a kink; the host differences them
+            w["fd_vals"] = vals
+            w["fd_cross"] = crossed(recs, center) if recs else jnp.zeros(m, bool)
         if full:
             if out.ndim == 0:  # a scalar's Jacobian is its gradient
                 w["jrev"] = ravel_pytree(grad1)[0]
@@ -367,10 +399,6 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
             if jacfwd:  # jacfwd: the linear map at each input basis vector
                 jfwd = basis_columns(lambda e: lin(*unravel(e)), n, v.dtype)
                 w["jfwd"] = jfwd
-            lo, hi = vals[m_dir : m_dir + n], vals[m_dir + n :]
-            jfd = (hi - lo) / (2 * h).astype(vals.dtype).reshape((n,) + (1,) * (vals.ndim - 1))
-            w["jfd"] = jfd
-            w["jfd_kink"] = cross[m_dir : m_dir + n] | cross[m_dir + n :]
         if chained:
             k = c.diff_idx[0]
             outer, inner = chain(primals)
@@ -388,8 +416,7 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
                     return ravel_pytree(tuple(hand(c.with_diff(unravel(u)), one)))[0]
             else:
                 grad = jax.grad(f_flat)
-            t, _ = ravel_pytree(tangents)
-            w["hvp_kink"] = jnp.any(cross[:m_dir])
+            t = probes["t"]
 
             # Forward over the gradient, u -> H u: one vmapped JVP of the gradient whose primal,
             # unbatched, is computed once (tracing it costs about half of linearizing first).
@@ -402,18 +429,15 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
                 # instead of twice costs n extra gradient evaluations, which small inputs afford.
                 at = jnp.concatenate([jnp.broadcast_to(v, (n, n)), p_dir])
                 along = jnp.concatenate([_eye(n, v.dtype), jnp.zeros(p_dir.shape, v.dtype)])
-                g_at, h_rows = jax.vmap(lambda p, e: jax.jvp(grad, (p,), (e,)))(at, along)
-                w["hvp_fd"], w["hessian"] = both(g_at[n:]), h_rows[:n]
+                # the host takes H from the first n rows, the FD gradients from the rest
+                w["grad_at"], w["hessian"] = jax.vmap(lambda p, e: jax.jvp(grad, (p,), (e,)))(at, along)
             else:
-                w["hvp_fd"] = both(jax.vmap(grad)(p_dir))
-            if hessian:  # H's columns are H e_j (jacfwd of the gradient); H t is contracted from them
+                w["grad_at"] = jax.vmap(grad)(p_dir)
+            if hessian:  # H's columns are H e_j (jacfwd of the gradient); the host contracts H t
                 if "hessian" not in w:
-                    w["hessian"] = basis_columns(hess, n, v.dtype)  # row j: H e_j (a column, above)
-                w["hvp"] = t @ w["hessian"]  # H t, H symmetric or not: sum_j H e_j t_j
+                    w["hessian"] = basis_columns(hess, n, v.dtype)  # row j: H e_j
             else:
-                u = jnp.roll(t, 1) * jnp.linspace(0.5, 1.5, t.size, dtype=t.dtype)
-                w["hvp"], hu = jax.vmap(hess)(jnp.stack([t, u]))
-                w["sym"] = (jnp.vdot(u, w["hvp"]), jnp.vdot(t, hu), jnp.sum(jnp.abs(u * w["hvp"])))
+                w["hvp"], w["hu"] = jax.vmap(hess)(jnp.stack([t, probes["u"]]))
         return w
 
     # On CPU, skipping LLVM's heavy optimizations cuts compile time by a third to a half and
