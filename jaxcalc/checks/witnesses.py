@@ -251,8 +251,10 @@ class _Program:
 
     def _prepare(self, args: tuple, n_leaves: int) -> Callable[[Any], Any]:
         traced = self.trace(args)
-        if use_host(traced.jaxpr) and len(traced.jaxpr.jaxpr.invars) == n_leaves:
-            return _Tiered(traced, _estimate(traced.jaxpr)[1] if EXECUTOR == "auto" else None)
+        if len(traced.jaxpr.jaxpr.invars) == n_leaves:
+            on_host, estimate = _placement(traced.jaxpr, EXECUTOR)
+            if on_host:
+                return _Tiered(traced, estimate[1] if EXECUTOR == "auto" else None)
         compiled = traced.lower().compile()
         return lambda a: jax.device_get(compiled(*a))
 
@@ -307,15 +309,20 @@ def _moved_leaf(f: Callable[..., Any], diff: tuple, k: int, h: jax.Array) -> tup
 
 def use_host(closed: Any, executor: str | None = None) -> bool:
     """Whether a traced witness program runs on the host (see :data:`EXECUTOR`)."""
-    executor = executor or EXECUTOR
+    return _placement(closed, executor or EXECUTOR)[0]
+
+
+def _placement(closed: Any, executor: str) -> tuple[bool, tuple[float, float] | None]:
+    """(runs on the host, the :func:`_estimate` behind "auto" or None), walking the program
+    once for support and once for cost."""
     if executor not in ("auto", "host", "xla"):
         raise ValueError(f"JAXCALC_WITNESS must be auto, host or xla, not {executor!r}")
     if executor == "xla" or not host.supported(closed):
-        return False
+        return False, None
     if executor == "host":
-        return True
-    on_host, compiling = _estimate(closed)
-    return on_host <= compiling / 4
+        return True, None
+    estimate = _estimate(closed)
+    return estimate[0] <= estimate[1] / 4, estimate
 
 
 @functools.lru_cache(maxsize=128)
