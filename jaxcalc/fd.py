@@ -29,6 +29,8 @@ __all__ = [
     "directional",
     "directional_combine",
     "directional_points",
+    "directional_rows",
+    "directional_steps",
     "jacobian",
     "stencil",
     "typical_scale",
@@ -114,9 +116,7 @@ def directional_points(primals: Sequence, tangents: Sequence, scale: float = 1.0
     tangents = tuple(xp.asarray(t, p.dtype) for p, t in zip(primals, tangents, strict=True))
     n = len(primals)
     dtype = tangents[0].dtype
-    steps = xp.stack(
-        [xp.asarray(_input_step(p, t)).astype(dtype) for p, t in zip(primals, tangents, strict=True)]
-    )
+    steps = directional_steps(primals, tangents)
     steps = steps * xp.asarray(scale, dtype) if scale != 1.0 else steps
     # coef[k * 4 + o, j]: how far input j moves in evaluation o of input k's stencil (0 unless j == k).
     offsets = xp.asarray(_OFFSETS, dtype)
@@ -128,6 +128,40 @@ def directional_points(primals: Sequence, tangents: Sequence, scale: float = 1.0
         for j, (p, t) in enumerate(zip(primals, tangents, strict=True))
     )
     return points, steps
+
+
+def directional_steps(primals: Sequence, tangents: Sequence) -> jax.Array:
+    """Each input's step along its tangent in :func:`directional_points` (at ``scale`` 1)."""
+    xp = _xp(*primals, *tangents)
+    dtype = xp.asarray(tangents[0]).dtype
+    return xp.stack([xp.asarray(_input_step(p, t)).astype(dtype) for p, t in zip(primals, tangents, strict=True)])
+
+
+def directional_rows(primals: Sequence[np.ndarray], tangents: Sequence[np.ndarray], scales: Sequence[float]):
+    """:func:`directional_points` at each of ``scales``, flattened: NumPy only, no tracing.
+
+    Returns ``(rows, steps)``: ``rows`` of shape (len(scales) * 4 * n_inputs, total size), one
+    point per row in ravel order, the scales one after another; ``steps`` of shape
+    (len(scales), n_inputs), as :func:`directional_combine` takes them. The values are those
+    of :func:`directional_points`, bit for bit.
+    """
+    n = len(primals)
+    base = directional_steps(primals, tangents)
+    dtype = base.dtype
+    v = np.concatenate([np.reshape(p, -1) for p in primals]).astype(dtype)
+    bounds = np.cumsum([0] + [np.size(p) for p in primals])
+    offsets = np.asarray(_OFFSETS, dtype)
+    rows, steps = [], []
+    for scale in scales:
+        st = base * np.asarray(scale, dtype) if scale != 1.0 else base
+        block = np.tile(v, (4 * n, 1))
+        for k, t in enumerate(tangents):
+            lo, hi = bounds[k], bounds[k + 1]
+            coef = offsets * st[k]  # as in directional_points: (1 * offset) * step
+            block[4 * k : 4 * k + 4, lo:hi] += coef[:, None] * np.reshape(t, -1).astype(dtype)[None, :]
+        rows.append(block)
+        steps.append(st)
+    return np.concatenate(rows), np.stack(steps)
 
 
 def directional_combine(vals: jax.Array, steps: jax.Array) -> jax.Array:

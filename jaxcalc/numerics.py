@@ -153,6 +153,12 @@ def compare(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *, atol: float = 0
         raise ValueError(f"shape {a.shape} does not match reference shape {b.shape}")
     if a.size == 0:
         return Comparison(0.0, (), 0.0, 0.0, True)
+    if np.isfinite(a).all() and np.isfinite(b).all():  # the usual case, in fewer array passes
+        diff = np.abs(a - b)
+        flat = int(np.argmax(diff))
+        idx = tuple(int(i) for i in np.unravel_index(flat, a.shape))
+        scale = max(float(np.max(np.abs(b))), float(atol), _TINY)
+        return Comparison(float(diff[idx]) / scale, idx, float(a[idx]), float(b[idx]), True)
     fin_b = np.isfinite(b)
     same = (a == b) & ~fin_b  # matching infinities
     bad = (~np.isfinite(a) | ~fin_b) & ~same

@@ -431,3 +431,29 @@ def test_directional_points_on_the_host_match_the_traced_ones():
     exact = jax.jvp(f, primals, tangents)[1]
     np.testing.assert_allclose(jt, exact, rtol=1e-8)
     np.testing.assert_allclose(fd.directional(f, primals, tangents), exact, rtol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_directional_rows_are_the_directional_points_flattened_bit_for_bit(dtype):
+    """The checker's flattened FD rows (both step scales at once) are fd.directional_points'
+    points, row by row, and their stacked combine is each scale's J t."""
+    rng = np.random.default_rng(6)
+    primals = (rng.standard_normal((3, 4)).astype(dtype), (rng.standard_normal(5) * 50).astype(dtype))
+    tangents = (rng.standard_normal((3, 4)).astype(dtype), rng.standard_normal(5).astype(dtype))
+    rows, steps = fd.directional_rows(primals, tangents, (1.0, 0.25))
+    assert rows.shape == (2 * 4 * 2, 17) and steps.shape == (2, 2) and rows.dtype == dtype
+    for s, scale in enumerate((1.0, 0.25)):
+        points, st = fd.directional_points(primals, tangents, scale)
+        flat = np.concatenate([p.reshape(len(p), -1) for p in points], axis=1)
+        np.testing.assert_array_equal(rows[8 * s : 8 * (s + 1)], flat)
+        np.testing.assert_array_equal(steps[s], st)
+
+    def f(u):
+        return np.sin(u[:12]).sum() * (u[12:] ** 2).sum()
+
+    both = fd.directional_combine(np.array([f(r) for r in rows.astype(np.float64)]), steps.astype(np.float64))
+    with jax.enable_x64(True):
+        exact = jax.jvp(lambda a, b: jnp.sum(jnp.sin(a)) * jnp.sum(b**2), tuple(p.astype(np.float64) for p in primals),
+                        tuple(t.astype(np.float64) for t in tangents))[1]
+    assert isinstance(both, np.ndarray) and both.shape == (2,)
+    np.testing.assert_allclose(both, [exact, exact], rtol=1e-5 if dtype == np.float32 else 1e-8)

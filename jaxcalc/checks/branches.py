@@ -12,12 +12,14 @@ thousands), where comparing one-sided slopes would not.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.extend import core
 
@@ -151,15 +153,20 @@ def traced(f: Callable[..., Any], *example: Any, inline_jit: bool = False) -> tu
     without loops, but it unrolls ``lax.scan`` and ``fori_loop``, so it is off by default.
     """
     leaves, tree = jax.tree_util.tree_flatten(example)
-    sig = tuple(jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in leaves)
-    key = (f, tree, sig, bool(jax.config.jax_enable_x64))
+    # the key from each leaf's own shape and dtype (cheap; canonicalized only on a miss)
+    kinds = tuple((np.shape(x), x.dtype) if hasattr(x, "dtype") else (np.shape(x), type(x)) for x in leaves)
+    key = (f, tree, kinds, bool(jax.config.jax_enable_x64))
+
+    def sig():
+        return tuple(jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in leaves)
+
     try:
         with _LOCK:
             hit = _TRACES.get(key)
     except TypeError:  # f is unhashable
-        return _trace(f, tree, sig, inline_jit)
+        return _trace(f, tree, sig(), inline_jit)
     if hit is None:
-        hit = _trace(f, tree, sig, inline_jit)
+        hit = _trace(f, tree, sig(), inline_jit)
         with _LOCK:  # cases are checked on worker threads
             hit = _TRACES.setdefault(key, hit)
             while len(_TRACES) > 256:
@@ -171,6 +178,7 @@ _TRACES: dict[Any, tuple[core.ClosedJaxpr, Any]] = {}
 _LOCK = threading.Lock()
 
 
+@functools.lru_cache(maxsize=256)
 def has_loops(jaxpr: core.Jaxpr) -> bool:
     """Whether a jaxpr holds a loop (scan, while), at any depth."""
     return any(

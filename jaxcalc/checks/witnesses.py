@@ -211,10 +211,8 @@ def _probes(ctx: Context, directional: bool, full: bool) -> dict[str, Any]:
     with np.errstate(all="ignore"):  # as in a traced program: an inf input gives inf points, silently
         if directional:
             tangents = tuple(np.asarray(t, d.dtype) for d, t in zip(diff, ctx.tangents, strict=True))
-            stencils = [fd.directional_points(diff, tangents, scale) for scale in (1.0, FINE_STEP)]
-            rows = [np.concatenate([p.reshape(len(p), -1) for p in points], axis=1) for points, _ in stencils]
-            out["points"] = np.concatenate(rows).astype(dtype)
-            out["steps"] = np.stack([steps for _, steps in stencils]).astype(dtype)  # (2, n_inputs)
+            points, steps = fd.directional_rows(diff, tangents, (1.0, FINE_STEP))
+            out["points"], out["steps"] = points.astype(dtype), steps.astype(dtype)  # steps: (2, n_inputs)
             # H t's direction, and a second one for the symmetry u.(H t) = t.(H u)
             t = np.concatenate([x.reshape(-1) for x in tangents]).astype(dtype)
             out["t"], out["u"] = t, (np.roll(t, 1) * np.linspace(0.5, 1.5, t.size)).astype(dtype)
