@@ -174,10 +174,11 @@ def directional_combine(vals: jax.Array, steps: jax.Array) -> jax.Array:
     xp = _xp(vals, steps)
     lead = tuple(steps.shape)
     vals = xp.reshape(vals, lead + (4,) + tuple(vals.shape[1:]))
-    w = xp.asarray(_WEIGHTS, vals.dtype)
-    per_input = xp.tensordot(vals, w, axes=((len(lead),), (0,)))  # (*lead, *out)
-    scale = (12 * xp.asarray(steps)).astype(vals.dtype).reshape(lead + (1,) * (vals.ndim - len(lead) - 1))
-    return xp.sum(per_input / scale, axis=len(lead) - 1)
+    k = len(lead)
+    w = xp.asarray(_WEIGHTS, vals.dtype).reshape((4,) + (1,) * (vals.ndim - k - 1))
+    per_input = xp.sum(vals * w, axis=k)  # (*lead, *out): the weights are exact, so is each product
+    scale = (12 * xp.asarray(steps)).astype(vals.dtype).reshape(lead + (1,) * (vals.ndim - k - 1))
+    return xp.sum(per_input / scale, axis=k - 1)
 
 
 def directional(f: Callable[..., jax.Array], primals: Sequence, tangents: Sequence, *, has_aux: bool = False):

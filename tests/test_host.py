@@ -527,3 +527,30 @@ def test_a_program_checked_again_and_again_is_compiled_once_the_host_time_pays_f
         assert len(hosted) == expected, executor  # auto: the first run on the host, then compiled
         assert all(r.passed for r in reports)
         assert [row.error for row in reports[0].results] != [row.error for row in reports[1].results]
+
+
+def test_compiled_programs_pack_their_outputs_and_unpack_them_intact():
+    """A compiled witness program returns one array per dtype; the host splits it back into
+    every output, each with its own shape: the same values as the host evaluator gives."""
+
+    def program(x, k):
+        return {
+            "scalar": jnp.sum(x),
+            "matrix": jnp.outer(x, x),
+            "empty": x[:0] * 2,
+            "flags": x > 0,
+            "count": jnp.sum(x > 0) + k,
+            "flag": jnp.any(x > 10),
+        }
+
+    args = (np.array([1.5, -2.0, 3.0]), np.int32(4))
+    traced = jax.jit(program).trace(*args)
+    run = witnesses._compile(traced, None, 2)
+    got = run(args)
+    want = jax.tree_util.tree_unflatten(
+        jax.tree_util.tree_structure(traced.out_info), host.evaluate(traced.jaxpr, list(args))
+    )
+    assert set(got) == set(want)
+    for key in want:
+        assert got[key].shape == np.shape(want[key]) and got[key].dtype == np.asarray(want[key]).dtype, key
+        np.testing.assert_array_equal(got[key], want[key])

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
@@ -252,9 +253,44 @@ class _Program:
         if len(traced.jaxpr.jaxpr.invars) == n_leaves:
             on_host, estimate = _placement(traced.jaxpr, EXECUTOR)
             if on_host:
-                return _Tiered(traced, estimate[1] if EXECUTOR == "auto" else None)
-        compiled = traced.lower().compile()
-        return lambda a: jax.device_get(compiled(*a))
+                return _Tiered(traced, estimate[1] if EXECUTOR == "auto" else None, self.options)
+        return _compile(traced, self.options, n_leaves)
+
+
+def _compile(traced: Any, options: dict | None, n_leaves: int) -> Callable[[tuple], Any]:
+    """The traced program compiled by XLA, its outputs packed into one array per dtype.
+
+    A check reads a dozen small outputs; fetching each from the device costs more than
+    computing it, so the compiled program concatenates them and the host splits them again.
+    """
+    closed = traced.jaxpr
+    out_tree = jax.tree_util.tree_structure(traced.out_info)
+    if len(closed.jaxpr.invars) != n_leaves:  # jit dropped an argument: run it as traced
+        plain = traced.lower().compile()
+        return lambda a: jax.device_get(plain(*a))
+    avals = [v.aval for v in closed.jaxpr.outvars]
+    groups: dict[Any, list[int]] = {}
+    for i, aval in enumerate(avals):
+        groups.setdefault(np.dtype(aval.dtype), []).append(i)
+    run_jaxpr = jax.extend.core.jaxpr_as_fun(closed)
+
+    def packed(*leaves):
+        outs = run_jaxpr(*leaves)
+        return [jnp.concatenate([jnp.ravel(outs[i]) for i in idx]) for idx in groups.values()]
+
+    shapes = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in closed.jaxpr.invars]
+    compiled = jax.jit(packed, compiler_options=options).lower(*shapes).compile()
+    sizes = {dt: np.cumsum([int(np.prod(avals[i].shape)) for i in idx])[:-1] for dt, idx in groups.items()}
+
+    def run(a: tuple) -> Any:
+        outs: list[Any] = [None] * len(avals)
+        bufs = jax.device_get(compiled(*jax.tree_util.tree_leaves(a)))
+        for (dt, idx), buf in zip(groups.items(), bufs, strict=True):
+            for i, part in zip(idx, np.split(buf, sizes[dt]), strict=True):
+                outs[i] = part.reshape(avals[i].shape)
+        return jax.tree_util.tree_unflatten(out_tree, outs)
+
+    return run
 
 
 class _Tiered:
@@ -262,19 +298,20 @@ class _Tiered:
     (``budget`` seconds, the estimate of :func:`_estimate`), then compiled: a function checked
     once costs no compilation, one checked many times runs at compiled speed."""
 
-    def __init__(self, traced: Any, budget: float | None):
-        self.traced, self.budget = traced, budget
+    def __init__(self, traced: Any, budget: float | None, options: dict | None):
+        self.traced, self.budget, self.options = traced, budget, options
         self.spent, self.compiled = 0.0, None
         self.out_tree = jax.tree_util.tree_structure(traced.out_info)
 
     def __call__(self, a: tuple) -> Any:
         if self.compiled is not None:
-            return jax.device_get(self.compiled(*a))
+            return self.compiled(a)
         start = time.perf_counter()
-        outs = host.evaluate(self.traced.jaxpr, jax.tree_util.tree_leaves(a))
+        leaves = jax.tree_util.tree_leaves(a)
+        outs = host.evaluate(self.traced.jaxpr, leaves)
         self.spent += time.perf_counter() - start
         if self.budget is not None and self.spent >= self.budget:
-            self.compiled = self.traced.lower().compile()
+            self.compiled = _compile(self.traced, self.options, len(leaves))
         return jax.tree_util.tree_unflatten(self.out_tree, outs)
 
 
