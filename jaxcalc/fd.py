@@ -96,7 +96,8 @@ def derivative(f: Callable[[jax.Array], jax.Array], x: ArrayLike) -> jax.Array:
 def _input_step(x: jax.Array, t: jax.Array) -> jax.Array:
     """Step along tangent t for input x: eps**(1/5) * max(|x|inf, rms(x)) / |t|inf."""
     xp = _xp(x, t)
-    typ = xp.max(typical_scale(x)) if x.size else xp.asarray(1.0, t.dtype)
+    # max(typical_scale(x)) without forming it: max(|x|, rms) elementwise, then the max
+    typ = xp.maximum(xp.max(xp.abs(x)), _rms(x)) if x.size else xp.asarray(1.0, t.dtype)
     tmax = xp.max(xp.abs(t)) if t.size else xp.asarray(0.0, t.dtype)
     return fd_base_step(t.dtype) * typ / xp.maximum(tmax, xp.finfo(t.dtype).tiny)
 

@@ -278,8 +278,9 @@ def _compile(traced: Any, options: dict | None, n_leaves: int) -> Callable[[tupl
         outs = run_jaxpr(*leaves)
         return [jnp.concatenate([jnp.ravel(outs[i]) for i in idx]) for idx in groups.values()]
 
-    shapes = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in closed.jaxpr.invars]
-    compiled = jax.jit(packed, compiler_options=options).lower(*shapes).compile()
+    # called through jit (compiled on the first call) rather than ahead of time: jit's own call
+    # path checks the arguments in C++, several times faster than a Compiled object's
+    compiled = jax.jit(packed, compiler_options=options)
     sizes = {dt: np.cumsum([int(np.prod(avals[i].shape)) for i in idx])[:-1] for dt, idx in groups.items()}
 
     def run(a: tuple) -> Any:
