@@ -153,23 +153,20 @@ def compare(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *, atol: float = 0
         raise ValueError(f"shape {a.shape} does not match reference shape {b.shape}")
     if a.size == 0:
         return Comparison(0.0, (), 0.0, 0.0, True)
-    if np.isfinite(a).all() and np.isfinite(b).all():  # the usual case, in fewer array passes
-        diff = np.abs(a - b)
-        flat = int(np.argmax(diff))
-        idx = tuple(int(i) for i in np.unravel_index(flat, a.shape))
-        scale = max(float(np.max(np.abs(b))), float(atol), _TINY)
-        return Comparison(float(diff[idx]) / scale, idx, float(a[idx]), float(b[idx]), True)
     fin_b = np.isfinite(b)
-    same = (a == b) & ~fin_b  # matching infinities
-    bad = (~np.isfinite(a) | ~fin_b) & ~same
-    if bad.any():
-        flat = int(np.flatnonzero(bad)[0])
-        idx = tuple(int(i) for i in np.unravel_index(flat, a.shape))
-        return Comparison(float("inf"), idx, float(a[idx]), float(b[idx]), False)
-    diff = np.where(fin_b, np.abs(np.where(fin_b, a, 0.0) - np.where(fin_b, b, 0.0)), 0.0)
+    da, db = a, b  # the values compared: non-finite truths masked out, where there are any
+    if not (fin_b.all() and np.isfinite(a).all()):
+        same = (a == b) & ~fin_b  # matching infinities
+        bad = (~np.isfinite(a) | ~fin_b) & ~same
+        if bad.any():
+            flat = int(np.flatnonzero(bad)[0])
+            idx = tuple(int(i) for i in np.unravel_index(flat, a.shape))
+            return Comparison(float("inf"), idx, float(a[idx]), float(b[idx]), False)
+        da, db = np.where(fin_b, a, 0.0), np.where(fin_b, b, 0.0)
+    diff = np.abs(da - db)
     flat = int(np.argmax(diff))
     idx = tuple(int(i) for i in np.unravel_index(flat, a.shape))
-    scale = max(float(np.max(np.abs(np.where(fin_b, b, 0.0)))), float(atol), _TINY)
+    scale = max(float(np.max(np.abs(db))), float(atol), _TINY)
     return Comparison(float(diff[idx]) / scale, idx, float(a[idx]), float(b[idx]), True)
 
 

@@ -476,11 +476,10 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
                 w["grad_at"], w["hessian"] = jax.vmap(lambda p, e: jax.jvp(grad, (p,), (e,)))(at, along)
             else:
                 w["grad_at"] = jax.vmap(grad)(p_dir)
-            if hessian:  # H's columns are H e_j (jacfwd of the gradient); the host contracts H t
-                if "hessian" not in w:
-                    w["hessian"] = basis_columns(hess, n, v.dtype)  # row j: H e_j
-            else:
-                w["hvp"], w["hu"] = jax.vmap(hess)(jnp.stack([t, probes["u"]]))
+                if hessian:  # H's rows are H e_j (jacfwd of the gradient); the host contracts H t
+                    w["hessian"] = basis_columns(hess, n, v.dtype)
+                else:
+                    w["hvp"], w["hu"] = jax.vmap(hess)(jnp.stack([t, probes["u"]]))
         return w
 
     # On CPU, skipping LLVM's heavy optimizations cuts compile time by a third to a half and

@@ -51,8 +51,8 @@ __all__ = [
 ]
 
 # dtypes an array may carry in either format; golden sets use float64 and int64 only.
-ARRAY_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "bool")
-_FLOAT = ("float64", "float32", "float16", "bfloat16")
+_FLOAT = ("float64", "float32", "float16", "bfloat16")  # numerics.COLUMNS' names (tests/test_schemas.py)
+ARRAY_DTYPES = (*_FLOAT, "int64", "int32", "bool")
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # earliest date a zip can hold; no clock enters the bytes
