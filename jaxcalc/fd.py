@@ -152,17 +152,20 @@ def directional_rows(primals: Sequence[np.ndarray], tangents: Sequence[np.ndarra
     v = np.concatenate([np.reshape(p, -1) for p in primals]).astype(dtype)
     bounds = np.cumsum([0] + [np.size(p) for p in primals])
     offsets = np.asarray(_OFFSETS, dtype)
-    rows, steps = [], []
-    for scale in scales:
+    # filled in place: one array of the result's size alive, not its blocks and their copy
+    # (a heap grown and trimmed again on every call costs a page fault per 4 KiB)
+    rows = np.empty((len(scales) * 4 * n, v.size), dtype)
+    flat = [np.reshape(t, -1).astype(dtype, copy=False) for t in tangents]
+    steps = []
+    for i, scale in enumerate(scales):
         st = base * np.asarray(scale, dtype) if scale != 1.0 else base
-        block = np.tile(v, (4 * n, 1))
-        for k, t in enumerate(tangents):
-            lo, hi = bounds[k], bounds[k + 1]
+        block = rows[4 * n * i : 4 * n * (i + 1)]
+        block[...] = v
+        for k, t in enumerate(flat):
             coef = offsets * st[k]  # as in directional_points: (1 * offset) * step
-            block[4 * k : 4 * k + 4, lo:hi] += coef[:, None] * np.reshape(t, -1).astype(dtype)[None, :]
-        rows.append(block)
+            block[4 * k : 4 * k + 4, bounds[k] : bounds[k + 1]] += coef[:, None] * t
         steps.append(st)
-    return np.concatenate(rows), np.stack(steps)
+    return rows, np.stack(steps)
 
 
 def directional_combine(vals: jax.Array, steps: jax.Array) -> jax.Array:

@@ -351,3 +351,37 @@ def test_gradcheck_workload_reports_every_checker_and_the_ratio(monkeypatch):
     t = result.targets[0]
     assert t.threshold == 10.0 and t.unit == "x"
     assert t.value == pytest.approx(rows["torch gradcheck"]["vs jaxcalc full"].value)
+
+
+def test_the_fast_mode_pairs_compare_like_with_like():
+    """The first-order row makes only the checks torch's fast_mode makes (first derivatives);
+    the default fast row adds the Hessian's, and is paired with gradcheck plus gradgradcheck."""
+    from jaxcalc.bench.gradcheck import FAST_MODE_PAIRS, FIRST_ORDER, fast_mode_ratios, make_problem
+    from jaxcalc.checks import check_function
+
+    p = make_problem(*TINY.gc_shape)
+    first = check_function(p.f, p.args, grad_fn=p.grad, mode="fast", dtype="float64", checks=FIRST_ORDER)
+    every = check_function(p.f, p.args, grad_fn=p.grad, mode="fast", dtype="float64")
+    assert {r.check for r in first.results} == set(FIRST_ORDER)
+    assert {r.check for r in every.results} == set(FIRST_ORDER) | {"hvp", "hessian_symmetry"}
+    pairs = {(ours, theirs) for ours, theirs, what in FAST_MODE_PAIRS if "like for like" in what}
+    assert pairs == {
+        ("jaxcalc fast, compiled, first order", "torch gradcheck fast_mode"),
+        ("jaxcalc fast, compiled", "torch gradcheck + gradgradcheck fast_mode"),
+    }
+
+    class T:  # a Timing's median is all the ratios read
+        def __init__(self, median):
+            self.median = median
+
+    times = {"jaxcalc fast, compiled": T(3.0), "torch gradcheck fast_mode": T(2.0)}
+    assert fast_mode_ratios(times) == {FAST_MODE_PAIRS[2]: 1.5}  # pairs with a side missing are left out
+
+
+def test_the_second_order_torch_row_runs_and_passes():
+    pytest.importorskip("torch", reason="torch.autograd.gradgradcheck side of the comparison")
+    from jaxcalc.bench.gradcheck import checkers, make_problem
+
+    calls = checkers(make_problem(*TINY.gc_shape))
+    assert calls["torch gradcheck + gradgradcheck fast_mode"]() is True
+    assert calls["jaxcalc fast, compiled, first order"]() is True
