@@ -213,7 +213,8 @@ def _probes(ctx: Context, directional: bool, full: bool) -> dict[str, Any]:
         if directional:
             tangents = tuple(np.asarray(t, d.dtype) for d, t in zip(diff, ctx.tangents, strict=True))
             points, steps = fd.directional_rows(diff, tangents, (1.0, FINE_STEP))
-            out["points"], out["steps"] = points.astype(dtype, copy=False), steps.astype(dtype, copy=False)  # steps: (2, n_inputs)
+            out["points"] = points.astype(dtype, copy=False)
+            out["steps"] = steps.astype(dtype, copy=False)  # steps: (2, n_inputs)
             # H t's direction, and a second one for the symmetry u.(H t) = t.(H u)
             t = np.concatenate([x.reshape(-1) for x in tangents]).astype(dtype)
             out["t"], out["u"] = t, (np.roll(t, 1) * np.linspace(0.5, 1.5, t.size)).astype(dtype)
