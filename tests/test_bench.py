@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -385,3 +386,20 @@ def test_the_second_order_torch_row_runs_and_passes():
     calls = checkers(make_problem(*TINY.gc_shape))
     assert calls["torch gradcheck + gradgradcheck fast_mode"]() is True
     assert calls["jaxcalc fast, compiled, first order"]() is True
+
+
+def test_the_transformer_ceiling_script_times_the_step_and_its_gemms(tmp_path):
+    """scripts/transformer_ceiling.py at a tiny size: both fractions printed, bad sizes exit 2."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "transformer_ceiling.py"
+    tiny = ["--d=16", "--seq=8", "--batch=2", "--heads=2", "--ff=32", "--block=4", "--rounds=1", "--number=1"]
+    run = subprocess.run([sys.executable, str(script), *tiny], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = {line.split()[0]: line for line in run.stdout.splitlines() if line}
+    for key in ("step", "gemms"):
+        fraction = float(lines[key].rsplit("=", 1)[1])
+        assert 0 < fraction < 100
+    bad = subprocess.run([sys.executable, str(script), "--d=15", "--heads=2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "multiple of heads" in bad.stderr
