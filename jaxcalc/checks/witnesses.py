@@ -157,7 +157,7 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
         chain is not None and "chain_forward" in wanted,
     )
     fn = _program(ctx.forward, ctx.diff_idx, vjp, jvp, chain, flags)
-    probes = _probes(ctx, "fd_jvp" in wanted or scalar, full)
+    probes = _probes(ctx, "fd_jvp" in wanted or scalar, full, scalar)
     return _finish(fn(ctx.primals, ctx.ct, ctx.tangents, probes), probes, flags)
 
 
@@ -196,7 +196,7 @@ def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple) -> dict[s
     return w
 
 
-def _probes(ctx: Context, directional: bool, full: bool) -> dict[str, Any]:
+def _probes(ctx: Context, directional: bool, full: bool, hessian: bool) -> dict[str, Any]:
     """The finite differences' points and steps, built with NumPy on the host (no tracing):
 
     * ``points``: the directional stencil's points at two steps, the usual one and FINE_STEP
@@ -204,6 +204,7 @@ def _probes(ctx: Context, directional: bool, full: bool) -> dict[str, Any]:
       singularity) shrinks 256-fold at the finer step, while a wrong derivative disagrees
       with both.
     * ``steps``: each stencil's per-input steps, one row per step scale;
+    * ``t``, ``u`` (for the Hessian checks only): H t's direction and the symmetry's second one;
     * ``h``: the per-element steps of the FD Jacobian's columns, flattened in ravel order.
     """
     diff = tuple(np.asarray(d) for d in ctx.diff)
@@ -215,6 +216,7 @@ def _probes(ctx: Context, directional: bool, full: bool) -> dict[str, Any]:
             points, steps = fd.directional_rows(diff, tangents, (1.0, FINE_STEP))
             out["points"] = points.astype(dtype, copy=False)
             out["steps"] = steps.astype(dtype, copy=False)  # steps: (2, n_inputs)
+        if directional and hessian:
             # H t's direction, and a second one for the symmetry u.(H t) = t.(H u)
             t = np.concatenate([x.reshape(-1) for x in tangents]).astype(dtype)
             out["t"], out["u"] = t, (np.roll(t, 1) * np.linspace(0.5, 1.5, t.size)).astype(dtype)
