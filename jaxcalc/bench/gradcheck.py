@@ -176,7 +176,7 @@ def fast_mode_ratios(times: dict[str, Any]) -> dict[tuple[str, str, str], float]
 
 
 def gradcheck(cfg: BenchConfig, limits: dict[str, float]) -> WorkloadResult:
-    """Seconds per gradient check of a few-thousand-parameter loss, five checkers side by side."""
+    """Seconds per gradient check of a few-thousand-parameter loss, every checker side by side."""
     p = make_problem(*cfg.gc_shape)
     verdicts: dict[str, bool] = {}
 
