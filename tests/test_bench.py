@@ -365,7 +365,7 @@ def test_the_fast_mode_pairs_compare_like_with_like():
     every = check_function(p.f, p.args, grad_fn=p.grad, mode="fast", dtype="float64")
     assert {r.check for r in first.results} == set(FIRST_ORDER)
     assert {r.check for r in every.results} == set(FIRST_ORDER) | {"hvp", "hessian_symmetry"}
-    pairs = {(ours, theirs) for ours, theirs, what in FAST_MODE_PAIRS if "like for like" in what}
+    pairs = {(p.ours, p.theirs) for p in FAST_MODE_PAIRS if p.like_for_like}
     assert pairs == {
         ("jaxcalc fast, compiled, first order", "torch gradcheck fast_mode"),
         ("jaxcalc fast, compiled", "torch gradcheck + gradgradcheck fast_mode"),
