@@ -28,8 +28,8 @@ __all__ = [
     "derivative",
     "directional",
     "directional_combine",
+    "directional_moves",
     "directional_points",
-    "directional_rows",
     "directional_steps",
     "jacobian",
     "stencil",
@@ -138,34 +138,27 @@ def directional_steps(primals: Sequence, tangents: Sequence) -> jax.Array:
     return xp.stack([xp.asarray(_input_step(p, t)).astype(dtype) for p, t in zip(primals, tangents, strict=True)])
 
 
-def directional_rows(primals: Sequence[np.ndarray], tangents: Sequence[np.ndarray], scales: Sequence[float]):
-    """:func:`directional_points` at each of ``scales``, flattened: NumPy only, no tracing.
+def directional_moves(primals: Sequence[np.ndarray], tangents: Sequence[np.ndarray], scales: Sequence[float]):
+    """The moving input at each point of :func:`directional_points`, at each of ``scales``:
+    NumPy only, no tracing.
 
-    Returns ``(rows, steps)``: ``rows`` of shape (len(scales) * 4 * n_inputs, total size), one
-    point per row in ravel order, the scales one after another; ``steps`` of shape
-    (len(scales), n_inputs), as :func:`directional_combine` takes them. The values are those
-    of :func:`directional_points`, bit for bit.
+    At the 4 points of input k's stencil only input k moves; every other input stays at its
+    primal. Returns ``(moves, steps)``: ``moves[k]`` of shape (len(scales) * 4, *shape_k),
+    input k at its own stencil's points, the scales one after another (each point's other
+    inputs are the primals); ``steps`` of shape (len(scales), n_inputs), as
+    :func:`directional_combine` takes them. The values are those of
+    :func:`directional_points`, bit for bit, in n_inputs times less memory than its points.
     """
-    n = len(primals)
     base = directional_steps(primals, tangents)
     dtype = base.dtype
-    v = np.concatenate([np.reshape(p, -1) for p in primals]).astype(dtype)
-    bounds = np.cumsum([0] + [np.size(p) for p in primals])
     offsets = np.asarray(_OFFSETS, dtype)
-    # filled in place: one array of the result's size alive, not its blocks and their copy
-    # (a heap grown and trimmed again on every call costs a page fault per 4 KiB)
-    rows = np.empty((len(scales) * 4 * n, v.size), dtype)
-    flat = [np.reshape(t, -1).astype(dtype, copy=False) for t in tangents]
-    steps = []
-    for i, scale in enumerate(scales):
-        st = base * np.asarray(scale, dtype) if scale != 1.0 else base
-        block = rows[4 * n * i : 4 * n * (i + 1)]
-        block[...] = v
-        for k, t in enumerate(flat):
-            coef = offsets * st[k]  # as in directional_points: (1 * offset) * step
-            block[4 * k : 4 * k + 4, bounds[k] : bounds[k + 1]] += coef[:, None] * t
-        steps.append(st)
-    return rows, np.stack(steps)
+    steps = np.stack([base * np.asarray(scale, dtype) if scale != 1.0 else base for scale in scales])
+    moves = []
+    for k, (p, t) in enumerate(zip(primals, tangents, strict=True)):
+        p, t = np.asarray(p, dtype), np.asarray(t, dtype)
+        coef = (offsets[None, :] * steps[:, k : k + 1]).reshape(-1)  # as in directional_points
+        moves.append(p[None] + coef.reshape((-1,) + (1,) * p.ndim) * t[None])
+    return tuple(moves), steps
 
 
 def directional_combine(vals: jax.Array, steps: jax.Array) -> jax.Array:

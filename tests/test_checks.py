@@ -336,6 +336,72 @@ def test_points_built_one_input_at_a_time_match_the_held_rows_and_name_a_wrong_e
     assert row.status == "FAIL" and row.where == "p['b'][4]", report
 
 
+@pytest.mark.parametrize("executor", ["host", "xla"])
+def test_directional_points_taken_one_input_at_a_time_match_the_held_rows(monkeypatch, executor):
+    """A compiled, not quick, program evaluates each input's directional points with the other
+    inputs held fixed (witnesses._along_inputs). Its finite differences must match autodiff's
+    J t and H t, and what the rows held at once give, kink flags included, and it must catch
+    the same bugs: an autodiff rule wrong for one input only, and a gradient wrong in one leaf."""
+    from jaxcalc.checks import core, witnesses
+
+    rng = np.random.default_rng(11)
+    params = {"W": rng.standard_normal((4, 6)), "b": rng.standard_normal(6), "v": rng.standard_normal(6)}
+    x = rng.standard_normal((5, 4))
+    kinked = {**params, "b": 1e-5 - x[0] @ params["W"]}  # row 0's pre-activations sit by ReLU's kink
+
+    def loss(p, x):
+        return jnp.mean(jnp.tanh(x @ p["W"] + p["b"]) @ p["v"] ** 2)
+
+    def relu_loss(p, x):
+        return jnp.mean(jax.nn.relu(x @ p["W"] + p["b"]) @ p["v"] ** 2)
+
+    @jax.custom_jvp
+    def scaled(b):
+        return 2.0 * b
+
+    scaled.defjvp(lambda primals, tangents: (scaled(primals[0]), 2.002 * tangents[0]))  # wrong for b only
+
+    def bad_rule(p, x):
+        return jnp.mean(jnp.tanh(x @ p["W"] + scaled(p["b"])) @ p["v"] ** 2)
+
+    def wrong_leaf(p, x):
+        g = jax.grad(loss)(p, x)
+        return {**g, "v": g["v"] * 1.001}
+
+    seen = []
+    real = core.witnesses
+    monkeypatch.setattr(core, "witnesses", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    monkeypatch.setattr(witnesses, "EXECUTOR", executor)
+    monkeypatch.setattr(witnesses, "QUICK_COMPILE", (0, 0))  # every program is a large one
+    runs = {}
+    for split in (witnesses.SPLIT_INPUTS, 0):  # one input at a time, then the rows held at once
+        monkeypatch.setattr(witnesses, "SPLIT_INPUTS", split)
+        witnesses._program.cache_clear()
+        runs[split] = [
+            check_function(loss, (params, x), jax.grad(loss), argnums=0, mode="fast"),
+            check_function(relu_loss, (kinked, x), jax.grad(relu_loss), argnums=0, mode="fast"),
+            check_function(bad_rule, (params, x), jax.grad(bad_rule), argnums=0, mode="fast"),
+            check_function(loss, (params, x), wrong_leaf, argnums=0, mode="fast"),
+        ]
+    (smooth, kink), (held_smooth, held_kink) = seen[0:2], seen[4:6]
+    # both step scales against autodiff: a point evaluated out of order would break these
+    for fd_jt in smooth["fd_jvp"]:
+        np.testing.assert_allclose(fd_jt, smooth["ad_jvp"], rtol=1e-7)
+    for fd_ht in smooth["hvp_fd"]:
+        np.testing.assert_allclose(fd_ht, np.asarray(smooth["hvp"]), rtol=1e-6, atol=1e-9)
+    for a, b in ((smooth, held_smooth), (kink, held_kink)):
+        for key in ("fd_jvp", "hvp_fd"):
+            np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), rtol=1e-9, atol=1e-12)
+    assert kink["fd_jvp_kink"] is held_kink["fd_jvp_kink"] is True  # row 0's stencils cross the kink
+    assert smooth["fd_jvp_kink"] is held_smooth["fd_jvp_kink"] is False
+    for good, relu, rule, leaf in runs.values():
+        assert good.passed and all(r.status == "pass" for r in good.results), good
+        assert relu.passed, relu
+        assert _by_check(rule)["fd_jvp"].status == "FAIL", rule
+        assert _by_check(rule)["vjp"].status == "pass", rule  # jax.grad agrees with the wrong rule
+        assert _by_check(leaf)["vjp"].status == "FAIL" and _by_check(leaf)["vjp"].where.startswith("p['v']")
+
+
 def test_the_hessian_traced_with_the_fd_gradients_matches_the_chunked_one(monkeypatch):
     """For up to COLUMN_BATCH inputs the Hessian's columns and the gradient at the FD points
     come from one vmapped JVP; beyond it, from two programs (the columns chunked). Both give

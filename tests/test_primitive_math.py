@@ -434,19 +434,27 @@ def test_directional_points_on_the_host_match_the_traced_ones():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_directional_rows_are_the_directional_points_flattened_bit_for_bit(dtype):
-    """The checker's flattened FD rows (both step scales at once) are fd.directional_points'
-    points, row by row, and their stacked combine is each scale's J t."""
+def test_directional_moves_are_the_directional_points_bit_for_bit(dtype):
+    """The checker's FD moves (both step scales at once) are fd.directional_points' points:
+    input k's own stencil rows hold its moves, every other row holds its primal; combined, the
+    values there give each scale's J t."""
     rng = np.random.default_rng(6)
     primals = (rng.standard_normal((3, 4)).astype(dtype), (rng.standard_normal(5) * 50).astype(dtype))
     tangents = (rng.standard_normal((3, 4)).astype(dtype), rng.standard_normal(5).astype(dtype))
-    rows, steps = fd.directional_rows(primals, tangents, (1.0, 0.25))
-    assert rows.shape == (2 * 4 * 2, 17) and steps.shape == (2, 2) and rows.dtype == dtype
+    moves, steps = fd.directional_moves(primals, tangents, (1.0, 0.25))
+    assert [m.shape for m in moves] == [(8, 3, 4), (8, 5)] and steps.shape == (2, 2)
+    assert all(m.dtype == dtype for m in moves)
+    rows = []
     for s, scale in enumerate((1.0, 0.25)):
         points, st = fd.directional_points(primals, tangents, scale)
-        flat = np.concatenate([p.reshape(len(p), -1) for p in points], axis=1)
-        np.testing.assert_array_equal(rows[8 * s : 8 * (s + 1)], flat)
         np.testing.assert_array_equal(steps[s], st)
+        for k in range(2):
+            own = slice(4 * k, 4 * k + 4)
+            np.testing.assert_array_equal(moves[k][4 * s : 4 * s + 4], points[k][own])
+            other = np.delete(np.arange(8), np.arange(4 * k, 4 * k + 4))
+            np.testing.assert_array_equal(points[k][other], np.broadcast_to(primals[k], (4,) + primals[k].shape))
+        rows.append(np.concatenate([p.reshape(len(p), -1) for p in points], axis=1))
+    rows = np.concatenate(rows)
 
     def f(u):
         return np.sin(u[:12]).sum() * (u[12:] ** 2).sum()

@@ -11,6 +11,7 @@ as a failed ``vjp`` row before anything is computed. bfloat16 and float16 argume
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -28,8 +29,13 @@ from jaxcalc.numerics import column, reference_mode
 __all__ = ["check_function"]
 
 
+@functools.lru_cache(maxsize=64)
+def _float_dtype(dtype: np.dtype) -> bool:
+    return bool(jnp.issubdtype(dtype, jnp.floating))  # bfloat16 too, which NumPy calls no float
+
+
 def _is_float(x: Any) -> bool:
-    return jnp.issubdtype(np.asarray(x).dtype, jnp.floating)
+    return _float_dtype(np.asarray(x).dtype)
 
 
 class _Flat(NamedTuple):
@@ -101,11 +107,19 @@ class _Tangent(NamedTuple):
 def _param_names(f: Callable[..., Any], n: int) -> list[str]:
     """Names of f's first n positional parameters (``arg{i}`` where there is none)."""
     try:
+        names = _positional_names(f)
+    except TypeError:  # an unhashable callable: not cached
+        names = _positional_names.__wrapped__(f)
+    return [names[i] if i < len(names) else f"arg{i}" for i in range(n)]
+
+
+@functools.lru_cache(maxsize=128)
+def _positional_names(f: Callable[..., Any]) -> tuple[str, ...]:
+    try:
         params = list(inspect.signature(f).parameters.values())
     except (TypeError, ValueError):
         params = []
-    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return [names[i] if i < len(names) else f"arg{i}" for i in range(n)]
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 def _picks(
@@ -188,7 +202,7 @@ def check_function(
         raise ValueError("check_function needs at least one floating-point leaf to differentiate")
     dtype = np.dtype(dtype) if dtype is not None else leaves[diff_idx[0]].dtype
     col = column(dtype)
-    leaves = [x.astype(dtype) if _is_float(x) else x for x in leaves]
+    leaves = [x.astype(dtype, copy=False) if _is_float(x) else x for x in leaves]
     flat_f = _Flat(f, tuple(treedefs))
     label = [f"{pnames[i]}{path}" for i, path in names]
     expected = [(nums.index(names[j][0]), names[j][1]) for j in diff_idx]

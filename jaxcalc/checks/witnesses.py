@@ -62,6 +62,9 @@ FINE_STEP = 0.25
 # Largest number of elements (points x inputs) of finite-difference points held at once; beyond
 # it each point is built from its index inside a chunked map.
 MAX_POINTS = 4_000_000
+# Most differentiable inputs whose directional points a compiled (not quick) program evaluates
+# one input at a time, the others held fixed (see _along_inputs); f is traced once per input.
+SPLIT_INPUTS = 8
 # Jacobian columns evaluated together (vmapped) before moving to the next chunk.
 COLUMN_BATCH = 512
 # Truncation order of the per-element FD Jacobian: the 2-evaluation central difference. At its
@@ -147,6 +150,12 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
     # Small programs are dominated by compiling, large ones by running: only the former skip
     # LLVM's heavy optimizations.
     quick = n_in <= QUICK_COMPILE[0] and n_in * max(out.size, 1) <= QUICK_COMPILE[1]
+    directional = "fd_jvp" in wanted or scalar
+    # A compiled program evaluates each input's directional points on their own (cheaper to
+    # run, see _along_inputs); a quick one, mostly tracing and compiling, maps f over them as
+    # flat rows in one vmap, as does the Hessian's joint vmap of small inputs.
+    joint = scalar and hessian and n_in <= COLUMN_BATCH
+    split = directional and not quick and not joint and len(ctx.diff) <= SPLIT_INPUTS
     flags = (
         full,
         jacfwd,
@@ -155,9 +164,10 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
         quick,
         "fd_jvp" in wanted,
         chain is not None and "chain_forward" in wanted,
+        split,
     )
     fn = _program(ctx.forward, ctx.diff_idx, vjp, jvp, chain, flags)
-    probes = _probes(ctx, "fd_jvp" in wanted or scalar, full, scalar)
+    probes = _probes(ctx, directional, full, scalar, split)
     return _finish(fn(ctx.primals, ctx.ct, ctx.tangents, probes), probes, flags)
 
 
@@ -165,9 +175,9 @@ def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple) -> dict[s
     """The witnesses from what the program returns, with NumPy on the host (nothing traced):
     the finite differences from f's values at their points, their kink flags, H t, the
     symmetry sums; columns stacked on the leading axis are moved to the last."""
-    full, _, scalar, hessian, _, fd_jvp, _ = flags
+    full, _, scalar, hessian, _, fd_jvp, _, _ = flags
     w = {k: x for k, x in raw.items() if k not in ("fd_vals", "fd_cross", "grad_at")}
-    m_dir = len(probes["points"]) if "points" in probes else 0
+    m_dir = _n_points(probes["moves"]) if "moves" in probes else len(probes.get("rows", ()))
     with np.errstate(all="ignore"):
         if "fd_vals" in raw:
             vals, cross = np.asarray(raw["fd_vals"]), np.asarray(raw["fd_cross"])
@@ -196,13 +206,14 @@ def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple) -> dict[s
     return w
 
 
-def _probes(ctx: Context, directional: bool, full: bool, hessian: bool) -> dict[str, Any]:
+def _probes(ctx: Context, directional: bool, full: bool, hessian: bool, split: bool) -> dict[str, Any]:
     """The finite differences' points and steps, built with NumPy on the host (no tracing):
 
-    * ``points``: the directional stencil's points at two steps, the usual one and FINE_STEP
-      of it, one flattened row each. Truncation error (a curvy f, an input near a
-      singularity) shrinks 256-fold at the finer step, while a wrong derivative disagrees
-      with both.
+    * ``moves`` (``split``) or ``rows``: the directional stencil's points at two steps, the
+      usual one and FINE_STEP of it, as each input's values at its own stencil's points
+      (:func:`jaxcalc.fd.directional_moves`), or as flat rows of all inputs, one per point.
+      Truncation error (a curvy f, an input near a singularity) shrinks 256-fold at the
+      finer step, while a wrong derivative disagrees with both.
     * ``steps``: each stencil's per-input steps, one row per step scale;
     * ``t``, ``u`` (for the Hessian checks only): H t's direction and the symmetry's second one;
     * ``h``: the per-element steps of the FD Jacobian's columns, flattened in ravel order.
@@ -213,8 +224,12 @@ def _probes(ctx: Context, directional: bool, full: bool, hessian: bool) -> dict[
     with np.errstate(all="ignore"):  # as in a traced program: an inf input gives inf points, silently
         if directional:
             tangents = tuple(np.asarray(t, d.dtype) for d, t in zip(diff, ctx.tangents, strict=True))
-            points, steps = fd.directional_rows(diff, tangents, (1.0, FINE_STEP))
-            out["points"] = points.astype(dtype, copy=False)
+            moves, steps = fd.directional_moves(diff, tangents, (1.0, FINE_STEP))
+            moves = tuple(m.astype(dtype, copy=False) for m in moves)
+            if split:
+                out["moves"] = moves
+            else:
+                out["rows"] = _point_rows(diff, moves, dtype)
             out["steps"] = steps.astype(dtype, copy=False)  # steps: (2, n_inputs)
         if directional and hessian:
             # H t's direction, and a second one for the symmetry u.(H t) = t.(H u)
@@ -346,6 +361,57 @@ def _moved_leaf(f: Callable[..., Any], diff: tuple, k: int, h: jax.Array) -> tup
     return jax.tree.map(lambda a: a[:size], both), jax.tree.map(lambda a: a[size:], both)
 
 
+def _n_points(moves: Sequence[Any]) -> int:
+    """How many directional points the moves of :func:`jaxcalc.fd.directional_moves` make."""
+    return len(moves) * int(np.shape(moves[0])[0])
+
+
+def _interleave(blocks: Sequence[jax.Array]) -> jax.Array:
+    """One block per input, (scales * 4, ...) each, stacked in the points' order: scale, then
+    input, then the input's 4 offsets."""
+    tail = blocks[0].shape[1:]
+    scales = blocks[0].shape[0] // 4
+    stacked = jnp.stack([b.reshape((scales, 4) + tail) for b in blocks], axis=1)
+    return stacked.reshape((scales * len(blocks) * 4,) + tail)
+
+
+def _point_rows(diff: Sequence[np.ndarray], moves: Sequence[np.ndarray], dtype: Any) -> np.ndarray:
+    """The directional points as flat rows (NumPy): at input k's points, every input at its
+    primal but k, which takes its moves. Rows ordered by scale, then input, then offset."""
+    per = moves[0].shape[0]  # 4 points per scale
+    scales = per // 4
+    v = np.concatenate([np.reshape(d, -1) for d in diff]).astype(dtype, copy=False)
+    rows = np.empty((scales, len(diff), 4, v.size), dtype)  # filled in place: one array alive
+    rows[...] = v
+    start = 0
+    for k, mk in enumerate(moves):
+        end = start + int(np.size(diff[k]))
+        rows[:, k, :, start:end] = mk.reshape(scales, 4, end - start)
+        start = end
+    return rows.reshape(scales * len(diff) * 4, v.size)
+
+
+def _along_inputs(g: Callable[..., Any], diff: tuple, moves: Sequence[jax.Array]) -> Any:
+    """g at the directional points, each input's points vmapped on their own.
+
+    At input k's points only input k moves, so it alone is batched and the others stay
+    unbatched: whatever g computes from them (an MLP's first layer, when a later layer moves)
+    is computed once, and a product of a moved input with a fixed one is one matrix product,
+    not a batch of small ones. The values are g's at the same points as :func:`_point_rows`',
+    stacked in their order.
+    """
+    parts = []
+    for k, mk in enumerate(moves):
+
+        def at(s, k=k):
+            args = list(diff)
+            args[k] = s
+            return g(*args)
+
+        parts.append(jax.vmap(at)(mk))
+    return jax.tree.map(lambda *blocks: _interleave(blocks), *parts)
+
+
 def use_host(closed: Any, executor: str | None = None) -> bool:
     """Whether a traced witness program runs on the host (see :data:`EXECUTOR`)."""
     return _placement(closed, executor or EXECUTOR)[0]
@@ -368,7 +434,7 @@ def _placement(closed: Any, executor: str) -> tuple[bool, tuple[float, float] | 
 def _program(forward, diff_idx, vjp, jvp, chain, flags):
     from jaxcalc.chain import chain_rule_product
 
-    full, jacfwd, scalar, hessian, quick, fd_jvp, chained = flags
+    full, jacfwd, scalar, hessian, quick, fd_jvp, chained, split = flags
 
     def compute(primals, ct, tangents, probes):
         # f and the handwritten derivative are each traced once (and kept: branches.traced);
@@ -410,27 +476,28 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
         # points), then each Jacobian column's two (x - h e_i, then x + h e_i). The points and
         # steps come in as arguments (``probes``), built on the host.
         steps = fd_jvp or scalar
-        if steps:
-            p_dir = probes["points"]
-
-        m_dir = p_dir.shape[0] if steps else 0
+        moves = probes["moves"] if split else ()
+        p_dir = probes["rows"] if steps and not split else None
+        m_dir = (_n_points(moves) if split else p_dir.shape[0]) if steps else 0
         if full:
             h = probes["h"]
 
         m = m_dir + (2 * n if full else 0)
         if m:
-            if not full or m * n <= MAX_POINTS:  # the points held at once, one row each
-                shift = _eye(n, h.dtype) * h if full else None  # diag(h)
-                rows = jnp.concatenate(([p_dir] if steps else []) + ([v - shift, v + shift] if full else []))
-                vals, recs = jax.vmap(lambda u: branchy(*unravel(u)))(rows)
-            else:  # too many to hold: each input's points built from their index, in chunks
+            parts = []  # (values, records) of f at each block of points, in the points' order
+            on_rows = jax.vmap(lambda u: branchy(*unravel(u)))
+            if steps:
+                parts.append(_along_inputs(branchy, diff, moves) if split else on_rows(p_dir))
+            if full and m * n <= MAX_POINTS:  # the column points held at once, one row each
+                shift = _eye(n, h.dtype) * h  # diag(h)
+                parts.append(on_rows(jnp.concatenate([v - shift, v + shift])))
+            elif full:  # too many to hold: each input's points built from their index, in chunks
                 # One input at a time, the others held fixed: those stay unbatched, so whatever
                 # f computes from them alone (an MLP's first layer, when the last is moved) is
                 # computed once, not once per point. The columns keep ravel_pytree's order.
                 moved = [_moved_leaf(branchy, diff, k, hk) for k, hk in enumerate(unravel(h)) if hk.size]
-                parts = [jax.vmap(lambda u: branchy(*unravel(u)))(p_dir)] if steps else []
                 parts += [lo for lo, _ in moved] + [hi for _, hi in moved]
-                vals, recs = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+            vals, recs = jax.tree.map(lambda *xs: xs[0] if len(xs) == 1 else jnp.concatenate(xs), *parts)
             # f at every FD point and whether each crossed a kink; the host differences them
             w["fd_vals"] = vals
             w["fd_cross"] = crossed(recs, center) if recs else jnp.zeros(m, bool)
@@ -457,11 +524,17 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
             # derivative against its own finite difference, and its Jacobian's symmetry.
             if hand is not None:
 
-                def grad(u):
+                def grad_leaves(*d):
                     one = jnp.ones((), v.dtype)
-                    return ravel_pytree(tuple(hand(c.with_diff(unravel(u)), one)))[0]
+                    return ravel_pytree(tuple(hand(c.with_diff(d), one)))[0]
             else:
-                grad = jax.grad(f_flat)
+
+                def grad_leaves(*d):
+                    return ravel_pytree(jax.grad(c.f_diff, argnums=tuple(range(len(d))))(*d))[0]
+
+            def grad(u):
+                return grad_leaves(*unravel(u))
+
             t = probes["t"]
 
             # Forward over the gradient, u -> H u: one vmapped JVP of the gradient whose primal,
@@ -478,7 +551,7 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
                 # the host takes H from the first n rows, the FD gradients from the rest
                 w["grad_at"], w["hessian"] = jax.vmap(lambda p, e: jax.jvp(grad, (p,), (e,)))(at, along)
             else:
-                w["grad_at"] = jax.vmap(grad)(p_dir)
+                w["grad_at"] = _along_inputs(grad_leaves, diff, moves) if split else jax.vmap(grad)(p_dir)
                 if hessian:  # H's rows are H e_j (jacfwd of the gradient); the host contracts H t
                     w["hessian"] = basis_columns(hess, n, v.dtype)
                 else:
