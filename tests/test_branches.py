@@ -76,3 +76,41 @@ def test_only_a_float_rounded_to_an_integer_is_a_branch():
         (rec,) = rounded(x)[1]
         np.testing.assert_array_equal(rec, [0, -1, 2])
         assert with_branches(lambda x: jnp.sum(x.astype(jnp.int32).astype(jnp.float64)), x)(x)[1] != ()
+
+
+def test_the_garbage_collector_is_paused_while_tracing_and_left_as_it_was():
+    """Tracing runs with Python's cyclic GC paused (branches.paused_gc); after the check the
+    collector is as the caller left it, enabled or not, and nested pauses restore it once."""
+    import gc
+
+    from jaxcalc.checks import check_function
+    from jaxcalc.checks.branches import paused_gc
+
+    seen = []
+
+    def f(x):
+        seen.append(gc.isenabled())  # runs while f is traced
+        return jnp.sum(jnp.sin(x) ** 2)
+
+    assert gc.isenabled()
+    report = check_function(f, (np.linspace(-1.0, 1.0, 5),), jax.grad(f))
+    assert report.passed and seen and not any(seen)
+    assert gc.isenabled()
+    with paused_gc():
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the inner pause does not end the outer one
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # a caller's own disable is kept
+    finally:
+        gc.enable()
+    try:
+        with paused_gc():
+            raise RuntimeError("inside")
+    except RuntimeError:
+        pass
+    assert gc.isenabled()

@@ -24,7 +24,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxcalc import fd
 from jaxcalc.checks import host
-from jaxcalc.checks.branches import crossed, inlined, traced, with_branches
+from jaxcalc.checks.branches import crossed, inlined, paused_gc, traced, with_branches
 
 __all__ = [
     "Context",
@@ -263,7 +263,7 @@ class _Program:
         # For a small program the witnesses' own jax.numpy calls are traced inline rather than
         # as nested jits, each of which would be traced anew for every new shape. The user's
         # function is traced apart, with jit on (branches.traced), so its loops stay loops.
-        with jax.disable_jit(self.inline):
+        with paused_gc(), jax.disable_jit(self.inline):
             return jax.jit(self.compute, compiler_options=self.options).trace(*args)
 
     def _prepare(self, args: tuple, n_leaves: int) -> Callable[[Any], Any]:
