@@ -170,12 +170,13 @@ def directional_combine(vals: jax.Array, steps: jax.Array) -> jax.Array:
     """
     xp = _xp(vals, steps)
     lead = tuple(steps.shape)
-    vals = xp.reshape(vals, lead + (4,) + tuple(vals.shape[1:]))
-    k = len(lead)
-    w = xp.asarray(_WEIGHTS, vals.dtype).reshape((4,) + (1,) * (vals.ndim - k - 1))
-    per_input = xp.sum(vals * w, axis=k)  # (*lead, *out): the weights are exact, so is each product
-    scale = (12 * xp.asarray(steps)).astype(vals.dtype).reshape(lead + (1,) * (vals.ndim - k - 1))
-    return xp.sum(per_input / scale, axis=k - 1)
+    out = tuple(vals.shape[1:])
+    vals = xp.reshape(vals, lead + (4, int(np.prod(out, dtype=int))))
+    w = xp.asarray(_WEIGHTS, vals.dtype)
+    # one contraction, no temporaries the size of vals: the weights are exact, so is each product
+    per_input = xp.einsum("o,...on->...n", w, vals)  # (*lead, out size)
+    scale = (12 * xp.asarray(steps)).astype(vals.dtype)[..., None]
+    return xp.reshape(xp.sum(per_input / scale, axis=len(lead) - 1), lead[:-1] + out)
 
 
 def directional(f: Callable[..., jax.Array], primals: Sequence, tangents: Sequence, *, has_aux: bool = False):
