@@ -135,7 +135,8 @@ def directional_steps(primals: Sequence, tangents: Sequence) -> jax.Array:
     """Each input's step along its tangent in :func:`directional_points` (at ``scale`` 1)."""
     xp = _xp(*primals, *tangents)
     dtype = xp.asarray(tangents[0]).dtype
-    return xp.stack([xp.asarray(_input_step(p, t)).astype(dtype) for p, t in zip(primals, tangents, strict=True)])
+    pairs = zip(primals, tangents, strict=True)
+    return xp.stack([xp.asarray(_input_step(p, t)).astype(dtype) for p, t in pairs])
 
 
 def directional_moves(primals: Sequence[np.ndarray], tangents: Sequence[np.ndarray], scales: Sequence[float]):
