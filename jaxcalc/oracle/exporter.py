@@ -41,7 +41,7 @@ from jaxcalc.oracle.golden import (
     sha256_file,
 )
 
-__all__ = ["ExportError", "export_golden", "manifest_entry", "producer"]
+__all__ = ["ExportError", "cpu_low_precision", "export_golden", "manifest_entry", "producer"]
 
 # Seconds to pause after each case file; lets tests interrupt an export midway. Not for users.
 _PAUSE_ENV = "_JAXCALC_EXPORT_PAUSE"
@@ -52,10 +52,11 @@ class ExportError(Exception):
 
 
 def producer() -> dict[str, Any]:
-    """What produced the set: versions, backend, device kind, x64 and matmul precision."""
+    """What produced the set: versions, backend, device kind, x64 and matmul precision, and on a
+    CPU its native low-precision instructions (:func:`cpu_low_precision`)."""
     from jaxcalc import __version__
 
-    return {
+    out = {
         "jaxcalc": __version__,
         "jax": jax.__version__,
         "numpy": np.__version__,
@@ -64,6 +65,32 @@ def producer() -> dict[str, Any]:
         "x64": True,
         "matmul_precision": "highest",
     }
+    if out["backend"] == "cpu":
+        out["cpu_low_precision"] = cpu_low_precision()
+    return out
+
+
+# CPU instruction sets that do float16 / bfloat16 arithmetic natively (Linux /proc/cpuinfo names).
+_LOW_PRECISION_FLAGS = ("amx_bf16", "amx_fp16", "avx512_bf16", "avx512_fp16")
+
+
+def cpu_low_precision() -> list[str] | str:
+    """The native float16 / bfloat16 instruction sets of this CPU, or "unknown".
+
+    XLA's CPU code computes float16 natively where the CPU has ``avx512_fp16`` and in float32
+    elsewhere, keeping intermediates of fused operations in float32: the float16 column's
+    measured errors differ between the two (gelu_tanh's vjp/x: 2.8e-4 and 1.1e-3), so a set's
+    low-precision tolerances are reproducible only on a CPU with the same instructions.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return sorted(flags & set(_LOW_PRECISION_FLAGS))
+    except OSError:
+        pass
+    return "unknown"
 
 
 def _rule(col: str) -> str:
