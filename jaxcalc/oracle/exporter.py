@@ -77,9 +77,9 @@ _LOW_PRECISION_FLAGS = ("amx_bf16", "amx_fp16", "avx512_bf16", "avx512_fp16")
 def cpu_low_precision() -> list[str] | str:
     """The native float16 / bfloat16 instruction sets of this CPU, or "unknown".
 
-    XLA's CPU code computes float16 natively where the CPU has ``avx512_fp16`` and in float32
-    elsewhere, keeping intermediates of fused operations in float32: the float16 column's
-    measured errors differ between the two (gelu_tanh's vjp/x: 2.8e-4 and 1.1e-3), so a set's
+    The float16 column's measured errors differ between a CPU with ``avx512_fp16`` and one
+    without (gelu_tanh's vjp/x: 2.8e-4 against 1.1e-3); capping XLA's instruction set on the
+    former (``XLA_FLAGS=--xla_cpu_max_isa=AVX2``) reproduces the latter's. A set's
     low-precision tolerances are reproducible only on a CPU with the same instructions.
     """
     try:
