@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from jaxcalc import oracle
+from jaxcalc.numerics import COLUMNS
 from jaxcalc.oracle.exporter import producer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ def _rounding_only(old: bytes, new: bytes, name: str) -> str:
     return walk(json.loads(old), json.loads(new), name)
 
 
-LOW_PRECISION = ("bfloat16", "float16")
+LOW_PRECISION = tuple(name for name, col in COLUMNS.items() if col.low)  # bfloat16, float16
 
 
 def _without_low_precision(files: dict[str, bytes]) -> dict[str, bytes]:

@@ -468,13 +468,11 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
         if jvp is not None:
             w["hw_jvp"] = inlined(jvp, primals, tangents)(primals, tangents)
 
-        def f_flat(u):
-            return c.f_diff(*unravel(u))
-
-        # Every finite difference of f is one batched evaluation: the directional stencil's
-        # 4 points per input (fd_jvp; the Hessian checks difference the gradient at the same
-        # points), then each Jacobian column's two (x - h e_i, then x + h e_i). The points and
-        # steps come in as arguments (``probes``), built on the host.
+        # Every finite difference of f is one batched evaluation (one per input where the
+        # directional points are split): the directional stencil's 4 points per input (fd_jvp;
+        # the Hessian checks difference the gradient at the same points), then each Jacobian
+        # column's two (x - h e_i, then x + h e_i). The points and steps come in as arguments
+        # (``probes``), built on the host.
         steps = fd_jvp or scalar
         moves = probes["moves"] if split else ()
         p_dir = probes["rows"] if steps and not split else None
