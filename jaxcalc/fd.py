@@ -173,9 +173,13 @@ def directional_combine(vals: jax.Array, steps: jax.Array) -> jax.Array:
     lead = tuple(steps.shape)
     out = tuple(vals.shape[1:])
     vals = xp.reshape(vals, lead + (4, int(np.prod(out, dtype=int))))
-    w = xp.asarray(_WEIGHTS, vals.dtype)
-    # one contraction, no temporaries the size of vals: the weights are exact, so is each product
-    per_input = xp.einsum("o,...on->...n", w, vals)  # (*lead, out size)
+    # f(-2h) - 8 f(-h) + 8 f(h) - f(2h) as 8 (f(h) - f(-h)) - (f(2h) - f(-2h)): the differences
+    # first, so values equal at the mirrored points cancel exactly. A piecewise-constant
+    # gradient (ReLU, abs, hinge) then gives an H t of exactly 0, not the rounding of
+    # c - 8c + 8c - c, which compared with an exact 0 is a relative error of 1.
+    near = vals[..., 2, :] - vals[..., 1, :]
+    far = vals[..., 3, :] - vals[..., 0, :]
+    per_input = 8 * near - far  # (*lead, out size)
     scale = (12 * xp.asarray(steps)).astype(vals.dtype)[..., None]
     return xp.reshape(xp.sum(per_input / scale, axis=len(lead) - 1), lead[:-1] + out)
 

@@ -107,6 +107,35 @@ def test_huber_and_weighted_abs_pass_next_to_their_kinks(dtype):
     assert report.counts()["kink"] >= 1
 
 
+PIECEWISE_LINEAR = {
+    "relu_weighted": lambda x, c: jnp.sum(jax.nn.relu(x) * c),
+    "leaky_relu_weighted": lambda x, c: jnp.sum(jax.nn.leaky_relu(x, 0.1) * c),
+    "abs_weighted": lambda x, c: jnp.sum(jnp.abs(x) * c),
+    "hinge": lambda x, c: jnp.mean(jnp.maximum(0.0, 1.0 - c * x)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(PIECEWISE_LINEAR))
+def test_a_zero_hessian_away_from_kinks_passes_exactly(dtype, name):
+    # Away from every kink the gradient is the same at all four stencil points, so the finite
+    # difference of the gradient must be exactly 0, as autodiff's H t is: no rounding left
+    # over to compare with an exact zero, no kink to hide behind.
+    f = PIECEWISE_LINEAR[name]
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal(10).astype(dtype)
+        x = np.where(np.abs(x) < 0.05, 0.5, x).astype(dtype)  # no stencil reaches a kink
+        if name == "hinge":
+            c = np.sign(rng.standard_normal(10)).astype(dtype)
+            x = np.where(np.abs(1 - c * x) < 0.05, 3.0, x).astype(dtype)
+        else:
+            c = rng.standard_normal(10).astype(dtype)
+        report = assert_grads(f, (x, c), jax.grad(f), argnums=0)
+        hvp = _by_check(report)["hvp"]
+        assert hvp.status == "pass" and hvp.error == 0.0, (seed, hvp)
+
+
 def test_a_wrong_gradient_next_to_a_kink_still_fails():
     x = np.array([1e-5, -2e-5, 0.7, -1.3, 2.0])
     w = np.array([1.0, 2.0, 0.5, 1.5, 1.0])
