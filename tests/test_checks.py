@@ -491,3 +491,54 @@ def test_closer_takes_the_finer_estimate_only_when_it_is_closer():
     picked = _closer(lambda e: e, (coarse, fine))
     assert picked.error == 0.01 and picked.note == "at a quarter step"
     assert _closer(lambda e: e, (fine, coarse)) is fine
+
+
+def _grouped_convolutions(jaxpr) -> list[int]:
+    """The feature/batch group counts above 1 of every convolution in a jaxpr, at any depth."""
+    from jaxcalc.checks.branches import sub_jaxprs
+
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            found += [c for c in (eqn.params["feature_group_count"], eqn.params["batch_group_count"]) if c > 1]
+        for sub in sub_jaxprs(eqn):
+            found += _grouped_convolutions(sub.jaxpr if hasattr(sub, "jaxpr") else sub)
+    return found
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_a_convolution_is_batched_one_operand_at_a_time(monkeypatch, mode):
+    # Points where the input and the kernel both move would batch into a grouped convolution,
+    # one group per point, which XLA:CPU took minutes over (448 s for this 2x3x8x8 input and
+    # 4x3x3x3 kernel in full mode). The witness program must hold only ungrouped ones, and
+    # still catch a wrong gradient in either operand.
+    from jaxcalc.checks import witnesses
+
+    programs = []
+    trace = witnesses._Program.trace
+
+    def kept(self, a):
+        programs.append(trace(self, a))
+        return programs[-1]
+
+    monkeypatch.setattr(witnesses._Program, "trace", kept)
+
+    def f(k, x):
+        return jnp.sum(jax.lax.conv_general_dilated(x, k, (1, 1), "SAME") ** 2)
+
+    rng = np.random.default_rng(0)
+    args = (rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((2, 3, 8, 8)))
+    report = check_function(f, args, jax.grad(f, argnums=(0, 1)), mode=mode, dtype="float64")
+    assert report.passed, report
+    assert {"fd_jvp", "hvp"} <= {r.check for r in report.results}
+    if mode == "full":
+        assert {"jacobian_fd", "vjp_fd", "hessian_symmetry"} <= {r.check for r in report.results}
+    assert programs and all(_grouped_convolutions(p.jaxpr.jaxpr) == [] for p in programs)
+
+    def wrong(k, x):
+        gk, gx = jax.grad(f, argnums=(0, 1))(k, x)
+        return gk, gx.at[1, 2, 3, 4].mul(1.01)
+
+    bad = check_function(f, args, wrong, mode=mode, dtype="float64")
+    vjp = next(r for r in bad.results if r.check == "vjp")
+    assert vjp.status == "FAIL" and vjp.where == "x[1, 2, 3, 4]", bad

@@ -16,7 +16,7 @@ import contextlib
 import functools
 import gc
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -183,9 +183,13 @@ _LOCK = threading.Lock()
 @functools.lru_cache(maxsize=256)
 def has_loops(jaxpr: core.Jaxpr) -> bool:
     """Whether a jaxpr holds a loop (scan, while), at any depth."""
+    return uses(jaxpr, ("scan", "while"))
+
+
+def uses(jaxpr: core.Jaxpr, names: Sequence[str]) -> bool:
+    """Whether a jaxpr binds any of the primitives ``names``, at any depth."""
     return any(
-        eqn.primitive.name in ("scan", "while") or any(has_loops(sub) for sub in sub_jaxprs(eqn))
-        for eqn in jaxpr.eqns
+        eqn.primitive.name in names or any(uses(sub, names) for sub in sub_jaxprs(eqn)) for eqn in jaxpr.eqns
     )
 
 

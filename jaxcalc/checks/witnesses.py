@@ -24,7 +24,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxcalc import fd
 from jaxcalc.checks import host
-from jaxcalc.checks.branches import crossed, inlined, paused_gc, traced, with_branches
+from jaxcalc.checks.branches import crossed, inlined, paused_gc, traced, uses, with_branches
 
 __all__ = [
     "Context",
@@ -65,6 +65,12 @@ MAX_POINTS = 4_000_000
 # Most differentiable inputs whose directional points a compiled (not quick) program evaluates
 # one input at a time, the others held fixed (see _along_inputs); f is traced once per input.
 SPLIT_INPUTS = 8
+# Primitives that JAX batches badly when both operands are batched: a convolution whose input
+# and kernel both vary per point becomes a grouped convolution, one group per point, which
+# XLA:CPU compiles and runs for minutes (1,000 points of a 2x3x8x8 input, a 4x3x3x3 kernel).
+# Where f uses one, every batch of points moves one input at a time (a batch of inputs is
+# one convolution, a batch of kernels another) and no primal is batched with its tangent.
+ONE_AT_A_TIME = ("conv_general_dilated",)
 # Jacobian columns evaluated together (vmapped) before moving to the next chunk.
 COLUMN_BATCH = 512
 # Truncation order of the per-element FD Jacobian: the 2-evaluation central difference. At its
@@ -138,7 +144,7 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
     again, at new values, costs no compilation. Every finite difference comes with a flag
     (``*_kink``) saying whether its stencil crossed a kink (:mod:`jaxcalc.checks.branches`).
     """
-    out = traced(ctx.forward, *ctx.primals)[1]
+    f_jaxpr, out = traced(ctx.forward, *ctx.primals)
     n_in = sum(int(np.size(d)) for d in ctx.diff)
     full = mode == "full" and n_in * max(out.size, 1) <= MAX_JACOBIAN
     full = full and bool(wanted & {"jacobian_fd", "jacobian_modes", "vjp_fd"})
@@ -154,8 +160,11 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
     # A compiled program evaluates each input's directional points on their own (cheaper to
     # run, see _along_inputs); a quick one, mostly tracing and compiling, maps f over them as
     # flat rows in one vmap, as does the Hessian's joint vmap of small inputs.
-    joint = scalar and hessian and n_in <= COLUMN_BATCH
-    split = directional and not quick and not joint and len(ctx.diff) <= SPLIT_INPUTS
+    # Points batched one input at a time, and primals never batched with tangents, where f
+    # uses a primitive that batches badly with both operands batched (ONE_AT_A_TIME).
+    per_input = len(ctx.diff) > 1 and uses(f_jaxpr.jaxpr, ONE_AT_A_TIME)
+    joint = scalar and hessian and n_in <= COLUMN_BATCH and not per_input
+    split = directional and not joint and (per_input or (not quick and len(ctx.diff) <= SPLIT_INPUTS))
     flags = (
         full,
         jacfwd,
@@ -165,6 +174,7 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
         "fd_jvp" in wanted,
         chain is not None and "chain_forward" in wanted,
         split,
+        per_input,
     )
     fn = _program(ctx.forward, ctx.diff_idx, vjp, jvp, chain, flags)
     probes = _probes(ctx, directional, full, scalar, split)
@@ -175,7 +185,7 @@ def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple) -> dict[s
     """The witnesses from what the program returns, with NumPy on the host (nothing traced):
     the finite differences from f's values at their points, their kink flags, H t, the
     symmetry sums; columns stacked on the leading axis are moved to the last."""
-    full, _, scalar, hessian, _, fd_jvp, _, _ = flags
+    full, _, scalar, hessian, _, fd_jvp, _, _, _ = flags
     w = {k: x for k, x in raw.items() if k not in ("fd_vals", "fd_cross", "grad_at")}
     m_dir = _n_points(probes["moves"]) if "moves" in probes else len(probes.get("rows", ()))
     with np.errstate(all="ignore"):
@@ -391,14 +401,16 @@ def _point_rows(diff: Sequence[np.ndarray], moves: Sequence[np.ndarray], dtype: 
     return rows.reshape(scales * len(diff) * 4, v.size)
 
 
-def _along_inputs(g: Callable[..., Any], diff: tuple, moves: Sequence[jax.Array]) -> Any:
+def _along_inputs(g: Callable[..., Any], diff: tuple, moves: Sequence[jax.Array], mapped: bool = False) -> Any:
     """g at the directional points, each input's points vmapped on their own.
 
     At input k's points only input k moves, so it alone is batched and the others stay
     unbatched: whatever g computes from them (an MLP's first layer, when a later layer moves)
     is computed once, and a product of a moved input with a fixed one is one matrix product,
     not a batch of small ones. The values are g's at the same points as :func:`_point_rows`',
-    stacked in their order.
+    stacked in their order. ``mapped`` evaluates the points one after another (``lax.map``),
+    not batched: a gradient's products of two moved quantities (the kernel and the output's
+    cotangent of a convolution, when the kernel moves) then stay unbatched too.
     """
     parts = []
     for k, mk in enumerate(moves):
@@ -408,7 +420,7 @@ def _along_inputs(g: Callable[..., Any], diff: tuple, moves: Sequence[jax.Array]
             args[k] = s
             return g(*args)
 
-        parts.append(jax.vmap(at)(mk))
+        parts.append(jax.lax.map(at, mk) if mapped else jax.vmap(at)(mk))
     return jax.tree.map(lambda *blocks: _interleave(blocks), *parts)
 
 
@@ -434,7 +446,7 @@ def _placement(closed: Any, executor: str) -> tuple[bool, tuple[float, float] | 
 def _program(forward, diff_idx, vjp, jvp, chain, flags):
     from jaxcalc.chain import chain_rule_product
 
-    full, jacfwd, scalar, hessian, quick, fd_jvp, chained, split = flags
+    full, jacfwd, scalar, hessian, quick, fd_jvp, chained, split, per_input = flags
 
     def compute(primals, ct, tangents, probes):
         # f and the handwritten derivative are each traced once (and kept: branches.traced);
@@ -486,10 +498,10 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
             on_rows = jax.vmap(lambda u: branchy(*unravel(u)))
             if steps:
                 parts.append(_along_inputs(branchy, diff, moves) if split else on_rows(p_dir))
-            if full and m * n <= MAX_POINTS:  # the column points held at once, one row each
+            if full and m * n <= MAX_POINTS and not per_input:  # the column points at once, a row each
                 shift = _eye(n, h.dtype) * h  # diag(h)
                 parts.append(on_rows(jnp.concatenate([v - shift, v + shift])))
-            elif full:  # too many to hold: each input's points built from their index, in chunks
+            elif full:  # too many to hold, or per_input: each input's points from their index, chunked
                 # One input at a time, the others held fixed: those stay unbatched, so whatever
                 # f computes from them alone (an MLP's first layer, when the last is moved) is
                 # computed once, not once per point. The columns keep ravel_pytree's order.
@@ -540,7 +552,7 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
             def hess(u):
                 return jax.jvp(grad, (v,), (u,))[1]
 
-            if hessian and n <= COLUMN_BATCH:
+            if hessian and n <= COLUMN_BATCH and not per_input:  # the witnesses' ``joint``
                 # One vmapped JVP of the gradient, traced once, gives both: rows (v, e_j) give
                 # H e_j, rows (p, 0) the gradient at each FD point. Tracing the gradient once
                 # instead of twice costs n extra gradient evaluations, which small inputs afford.
@@ -549,7 +561,10 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
                 # the host takes H from the first n rows, the FD gradients from the rest
                 w["grad_at"], w["hessian"] = jax.vmap(lambda p, e: jax.jvp(grad, (p,), (e,)))(at, along)
             else:
-                w["grad_at"] = _along_inputs(grad_leaves, diff, moves) if split else jax.vmap(grad)(p_dir)
+                if split:
+                    w["grad_at"] = _along_inputs(grad_leaves, diff, moves, mapped=per_input)
+                else:
+                    w["grad_at"] = jax.vmap(grad)(p_dir)
                 if hessian:  # H's rows are H e_j (jacfwd of the gradient); the host contracts H t
                     w["hessian"] = basis_columns(hess, n, v.dtype)
                 else:
