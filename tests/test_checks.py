@@ -500,7 +500,8 @@ def _grouped_convolutions(jaxpr) -> list[int]:
     found = []
     for eqn in jaxpr.eqns:
         if eqn.primitive.name == "conv_general_dilated":
-            found += [c for c in (eqn.params["feature_group_count"], eqn.params["batch_group_count"]) if c > 1]
+            counts = (eqn.params["feature_group_count"], eqn.params["batch_group_count"])
+            found += [c for c in counts if c > 1]
         for sub in sub_jaxprs(eqn):
             found += _grouped_convolutions(sub.jaxpr if hasattr(sub, "jaxpr") else sub)
     return found

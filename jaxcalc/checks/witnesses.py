@@ -401,7 +401,9 @@ def _point_rows(diff: Sequence[np.ndarray], moves: Sequence[np.ndarray], dtype: 
     return rows.reshape(scales * len(diff) * 4, v.size)
 
 
-def _along_inputs(g: Callable[..., Any], diff: tuple, moves: Sequence[jax.Array], mapped: bool = False) -> Any:
+def _along_inputs(
+    g: Callable[..., Any], diff: tuple, moves: Sequence[jax.Array], mapped: bool = False
+) -> Any:
     """g at the directional points, each input's points vmapped on their own.
 
     At input k's points only input k moves, so it alone is batched and the others stay
