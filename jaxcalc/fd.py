@@ -184,6 +184,22 @@ def directional_combine(vals: jax.Array, steps: jax.Array) -> jax.Array:
     return xp.reshape(xp.sum(per_input / scale, axis=len(lead) - 1), lead[:-1] + out)
 
 
+def directional_noise(vals: np.ndarray, steps: np.ndarray, rounding: float) -> np.ndarray:
+    """The rounding noise of :func:`directional_combine`'s result, per element (NumPy).
+
+    Each value of f is taken to be off by up to ``rounding`` x eps x its magnitude; the
+    stencil adds those errors with its weights' magnitudes and divides by 12 h, so an input
+    differenced at a small step (a small input's) carries a large noise.
+    """
+    lead = tuple(steps.shape)
+    out = tuple(vals.shape[1:])
+    mag = np.abs(np.reshape(vals, lead + (4, int(np.prod(out, dtype=int))))).astype(np.float64)
+    per_input = mag[..., 0, :] + 8 * (mag[..., 1, :] + mag[..., 2, :]) + mag[..., 3, :]
+    scale = 12 * np.asarray(steps, np.float64)[..., None]
+    eps = float(np.finfo(vals.dtype).eps)
+    return np.reshape(rounding * eps * np.sum(per_input / scale, axis=len(lead) - 1), lead[:-1] + out)
+
+
 def directional(f: Callable[..., jax.Array], primals: Sequence, tangents: Sequence, *, has_aux: bool = False):
     """J t = sum_k J_k t_k: the derivative of f(*primals) along ``tangents`` (one per primal).
 

@@ -137,14 +137,18 @@ class Comparison(NamedTuple):
         return "[" + ", ".join(str(i) for i in self.index) + "]"
 
 
-def compare(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *, atol: float = 0.0) -> Comparison:
+def compare(
+    a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *, atol: float = 0.0, allow: Any = None
+) -> Comparison:
     """Compare ``a`` to reference ``b``: ||a - b||inf / max(||b||inf, atol, tiny) and the worst element.
 
     Non-finite truths are allowed: an infinity in ``b`` matched by the same infinity in ``a``
     compares equal (error 0 there); any other non-finite value in ``a``, or a finite value where
     ``b`` is infinite, makes the error infinite and points at the first such element. The norm
     of ``b`` is taken over its finite entries. ``atol`` is an absolute floor of the scale, so an
-    exactly-zero truth does not turn round-off into an infinite relative error.
+    exactly-zero truth does not turn round-off into an infinite relative error. ``allow``
+    (broadcast like ``a``) is each element's known uncertainty, a finite difference's rounding
+    noise: only the part of ``|a - b|`` beyond it counts.
     Raises ValueError if the shapes differ.
     """
     a = np.asarray(a, dtype=np.float64)
@@ -164,6 +168,9 @@ def compare(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *, atol: float = 0
             return Comparison(float("inf"), idx, float(a[idx]), float(b[idx]), False)
         da, db = np.where(fin_b, a, 0.0), np.where(fin_b, b, 0.0)
     diff = np.abs(da - db)
+    if allow is not None:
+        allow = np.broadcast_to(np.asarray(allow, np.float64), diff.shape)
+        diff = np.maximum(diff - np.where(np.isfinite(allow), allow, 0.0), 0.0)
     flat = int(np.argmax(diff))
     idx = tuple(int(i) for i in np.unravel_index(flat, a.shape))
     scale = max(float(np.max(np.abs(db))), float(atol), _TINY)

@@ -305,3 +305,79 @@ def test_low_precision_correct_passes_and_planted_bugs_fail(dtype):
         assert_grads(lp_loss, (W, x), lp_grad_low_accumulation, argnums=0)
     jnp_args = (jnp.asarray(W), jnp.asarray(x))  # jax arrays work the same as ml_dtypes arrays
     assert assert_grads(lp_loss, jnp_args, lp_grad, argnums=0).passed
+
+
+# ----------------------------------------------------------------------------- FD rounding noise
+
+
+def _small_bias_loss(p, x):
+    return jnp.sum((x @ p["W"] + p["b"]) ** 2)
+
+
+def _small_bias_args(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    p = {"W": rng.standard_normal((8, 8)).astype(dtype), "b": (1e-4 * rng.standard_normal(8)).astype(dtype)}
+    return p, (3 * rng.standard_normal((32, 8))).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_small_leaf_under_a_large_loss_is_no_false_alarm(dtype):
+    # b's step is 1e-4 of W's, under a loss of about 1e4: f's rounding over that step is far
+    # above the FD tolerance, and is the witness's own noise, not a wrong gradient.
+    for seed in range(3):
+        assert_grads(_small_bias_loss, _small_bias_args(dtype, seed), jax.grad(_small_bias_loss), argnums=0)
+
+
+def test_a_small_init_float32_classifier_is_no_false_alarm():
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        p = {
+            "W1": (rng.standard_normal((20, 32)) * np.sqrt(2 / 20)).astype(np.float32),
+            "b1": np.zeros(32, np.float32),
+            "W2": (0.01 * rng.standard_normal((32, 10))).astype(np.float32),
+            "b2": np.zeros(10, np.float32),
+        }
+        x, y = rng.standard_normal((32, 20)).astype(np.float32), rng.integers(0, 10, 32)
+
+        def ce(p, x, y):
+            logits = jax.nn.relu(x @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+
+        assert_grads(ce, (p, x, y), jax.grad(ce), argnums=0, mode="full")
+
+
+@jax.custom_jvp
+def _square_off(x):
+    return x**2
+
+
+@_square_off.defjvp
+def _square_off_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return x**2, 2.1 * x * t  # autodiff itself 5% wrong: only the finite differences can see it
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_noise_allowance_still_lets_the_finite_differences_catch_a_wrong_autodiff(dtype):
+    def loss(p, x):
+        return jnp.sum(_square_off(x @ p["W"] + p["b"]))
+
+    report = check_function(loss, _small_bias_args(dtype), argnums=0, mode="full")
+    rows = _by_check(report)
+    assert rows["jacobian_fd"].status == "FAIL", report
+    if dtype == np.float64:  # in float32, b's tiny directional step leaves J t too noisy to tell
+        assert rows["fd_jvp"].status == "FAIL", report
+    assert rows["jacobian_fd"].where.startswith("p['W']"), report  # W's step resolves it
+
+
+def test_compare_counts_only_what_lies_beyond_the_allowance():
+    from jaxcalc.numerics import compare
+
+    b = np.array([10.0, -4.0, 2.0])
+    a = b + np.array([0.5, -0.1, 0.0])
+    assert compare(a, b).error == pytest.approx(0.05)
+    assert compare(a, b, allow=np.array([0.5, 0.1, 0.0])).error == 0.0
+    worst = compare(a, b, allow=np.array([0.45, 0.0, 0.0]))
+    assert worst.error == pytest.approx(0.01) and worst.index == (1,)  # 0.1 left at [1], 0.05 at [0]
+    assert compare(a, b, allow=np.inf).error == pytest.approx(0.05)  # a non-finite allowance is none

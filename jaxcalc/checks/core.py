@@ -85,10 +85,16 @@ def _idx(index: tuple[int, ...]) -> str:
 
 
 def _compare_blocks(
-    a: Sequence[Any], b: Sequence[Any], label: Callable[[int, tuple[int, ...]], str], skip: Sequence[Any] = ()
+    a: Sequence[Any],
+    b: Sequence[Any],
+    label: Callable[[int, tuple[int, ...]], str],
+    skip: Sequence[Any] = (),
+    allow: Sequence[Any] = (),
 ) -> Worst:
     """Worst normwise error over matching blocks (one per input); ``label(k, index)`` names an
-    element of block k. ``skip[k]`` (a bool mask) leaves elements out: kinked FD entries."""
+    element of block k. ``skip[k]`` (a bool mask) leaves elements out: kinked FD entries.
+    ``allow[k]``: block k's per-element uncertainty (a finite difference's rounding noise),
+    see :func:`jaxcalc.numerics.compare`."""
     worst = Worst(-1.0, "", 0.0, 0.0)
     for k, (ak, bk) in enumerate(zip(a, b, strict=True)):
         sa, sb = np.shape(ak), np.shape(bk)
@@ -101,7 +107,7 @@ def _compare_blocks(
         bk = np.asarray(bk, np.float64)
         if skip:
             ak = np.where(skip[k], bk, ak)
-        c = compare(ak, bk)
+        c = compare(ak, bk, allow=allow[k] if allow else None)
         if c.error > worst.error:
             worst = Worst(c.error, label(k, c.index), c.a_value, c.b_value, pair=(ak, bk, label(k, ())))
     return worst
@@ -251,7 +257,10 @@ def _checks(ctx: Context, vjp, jvp, chain, mode: str, wanted, tols, gnames):
         yield _result(ctx, "jvp", "handwritten", "autodiff", worst, "exact", tols)
 
     if "fd_jvp" in w:
-        worst = _closer(lambda fd: _compare_blocks([w["ad_jvp"]], [fd], out_el), w["fd_jvp"])
+        worst = _closer(
+            lambda e: _compare_blocks([w["ad_jvp"]], [e[0]], out_el, allow=[e[1]]),
+            tuple(zip(w["fd_jvp"], w["fd_jvp_noise"], strict=True)),
+        )
         yield _kink(
             _result(ctx, "fd_jvp", "autodiff", "finite-diff", worst, "fd", tols), bool(w["fd_jvp_kink"])
         )
@@ -259,10 +268,17 @@ def _checks(ctx: Context, vjp, jvp, chain, mode: str, wanted, tols, gnames):
     if "jfd" in w:
         rev_b = _split_columns(w["jrev"], ctx, out_shape)
         fd_b = _split_columns(w["jfd"], ctx, out_shape)
+        noise_b = _split_columns(w["jfd_noise"], ctx, out_shape)
         kinks = np.asarray(w["jfd_kink"])
         col_mask = _split_columns(np.broadcast_to(kinks, out_shape + kinks.shape), ctx, out_shape)
         res = _result(
-            ctx, "jacobian_fd", "finite-diff", "jacrev", _compare_blocks(fd_b, rev_b, jac_el), "fd", tols
+            ctx,
+            "jacobian_fd",
+            "finite-diff",
+            "jacrev",
+            _compare_blocks(fd_b, rev_b, jac_el, allow=noise_b),
+            "fd",
+            tols,
         )
         if res.status == "FAIL" and kinks.any():
             # Leave out the columns whose stencil crossed a kink: if the rest agree, it was the kink.
@@ -271,7 +287,7 @@ def _checks(ctx: Context, vjp, jvp, chain, mode: str, wanted, tols, gnames):
                 "jacobian_fd",
                 "finite-diff",
                 "jacrev",
-                _compare_blocks(fd_b, rev_b, jac_el, col_mask),
+                _compare_blocks(fd_b, rev_b, jac_el, col_mask, allow=noise_b),
                 "fd",
                 tols,
             )
@@ -287,9 +303,11 @@ def _checks(ctx: Context, vjp, jvp, chain, mode: str, wanted, tols, gnames):
             yield _result(ctx, "jacobian_modes", "jacfwd", "jacrev", worst, "exact", tols)
         if hw_vjp is not None:
             fd_vjp = _split_columns(np.tensordot(ctx.ct, w["jfd"], axes=ctx.ct.ndim), ctx)
+            ct_abs = np.abs(np.asarray(ctx.ct, np.float64))
+            noise_vjp = _split_columns(np.tensordot(ct_abs, w["jfd_noise"], axes=ctx.ct.ndim), ctx)
             shaped = all(np.shape(h) == np.shape(g) for h, g in zip(hw_vjp, fd_vjp, strict=True))
             mask = _split_columns(kinks, ctx) if shaped else ()
-            worst = _compare_blocks(hw_vjp, fd_vjp, grad_el)
+            worst = _compare_blocks(hw_vjp, fd_vjp, grad_el, allow=noise_vjp if shaped else ())
             res = _result(ctx, "vjp_fd", "handwritten", "finite-diff", worst, "fd", tols)
             if res.status == "FAIL" and kinks.any() and shaped:
                 smooth = _result(
@@ -297,7 +315,7 @@ def _checks(ctx: Context, vjp, jvp, chain, mode: str, wanted, tols, gnames):
                     "vjp_fd",
                     "handwritten",
                     "finite-diff",
-                    _compare_blocks(hw_vjp, fd_vjp, grad_el, mask),
+                    _compare_blocks(hw_vjp, fd_vjp, grad_el, mask, allow=noise_vjp),
                     "fd",
                     tols,
                 )
@@ -340,10 +358,11 @@ def _hessian_checks(ctx: Context, w, handwritten: bool, tols, in_el):
     g = "handwritten grad" if handwritten else "autodiff grad"
     note = "" if handwritten else "autodiff only: no handwritten gradient given"
     hvp_b = _split_columns(w["hvp"], ctx)
-    worst = _closer(
-        lambda fd: _compare_blocks(hvp_b, _split_columns(fd, ctx), lambda k, i: f"(H t)[{in_el(k, i)}]"),
-        w["hvp_fd"],
-    )
+    def against(e):
+        fd_b, noise_b = _split_columns(e[0], ctx), _split_columns(e[1], ctx)
+        return _compare_blocks(hvp_b, fd_b, lambda k, i: f"(H t)[{in_el(k, i)}]", allow=noise_b)
+
+    worst = _closer(against, tuple(zip(w["hvp_fd"], w["hvp_fd_noise"], strict=True)))
     res = _result(ctx, "hvp", f"jvp({g})", f"finite-diff({g})", worst, "fd", tols)
     res = _kink(res, bool(w["hvp_kink"]), "the finite difference of the gradient crosses a kink")
     yield res._replace(note=res.note or note) if note and res.passed else res

@@ -77,6 +77,13 @@ COLUMN_BATCH = 512
 # step eps**(1/3) it is accurate to ~eps**(2/3) (4e-11 in float64, 3e-5 in float32), well
 # inside the FD tolerances, at half the cost of the 5-point stencil the directional checks use.
 JACOBIAN_ORDER = 2
+# Each value of f (or of the gradient, in the Hessian checks) at a finite difference's point is
+# taken to carry a rounding error of up to FD_ROUNDING x eps x its magnitude. Differenced at
+# step h, that is a noise of about FD_ROUNDING eps |f| / h in the result: the part of a
+# disagreement with autodiff within it is the witness's own uncertainty and does not count.
+# It matters where the step is small next to f's scale (a bias of 1e-4 under a large loss)
+# or the derivative small next to |f| / h (float32 gradients of a loss at a small init).
+FD_ROUNDING = 4.0
 
 
 class Context(NamedTuple):
@@ -193,16 +200,21 @@ def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple) -> dict[s
             vals, cross = np.asarray(raw["fd_vals"]), np.asarray(raw["fd_cross"])
         if fd_jvp:
             w["fd_jvp"] = fd.directional_combine(vals[:m_dir], probes["steps"])
+            w["fd_jvp_noise"] = fd.directional_noise(vals[:m_dir], probes["steps"], FD_ROUNDING)
             w["fd_jvp_kink"] = bool(cross[:m_dir].any())
         if full:
             h = probes["h"]
             n = h.size
             lo, hi = vals[m_dir : m_dir + n], vals[m_dir + n :]
             w["jfd"] = (hi - lo) / (2 * h).astype(vals.dtype).reshape((n,) + (1,) * (vals.ndim - 1))
+            eps = float(np.finfo(vals.dtype).eps)
+            mag = np.abs(lo).astype(np.float64) + np.abs(hi)
+            w["jfd_noise"] = FD_ROUNDING * eps * mag / (2 * h.astype(np.float64)).reshape((n,) + (1,) * (vals.ndim - 1))
             w["jfd_kink"] = cross[m_dir : m_dir + n] | cross[m_dir + n :]
         if scalar:
             grads = np.asarray(raw["grad_at"])[-m_dir:]  # the gradient at the directional points
             w["hvp_fd"] = fd.directional_combine(grads, probes["steps"])
+            w["hvp_fd_noise"] = fd.directional_noise(grads, probes["steps"], FD_ROUNDING)
             w["hvp_kink"] = bool(cross[:m_dir].any())
             t = probes["t"]
             if hessian:  # row j of the program's H is H e_j; H t = sum_j t_j H e_j
@@ -212,7 +224,8 @@ def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple) -> dict[s
                 u, hvp = probes["u"], np.asarray(raw["hvp"])
                 w["sym"] = (np.vdot(u, hvp), np.vdot(t, np.asarray(raw["hu"])), np.sum(np.abs(u * hvp)))
     # the program stacks columns on the leading axis; the checks index them last
-    w.update({k: np.moveaxis(np.asarray(w[k]), 0, -1) for k in ("jfwd", "jfd", "hessian") if k in w})
+    moved = ("jfwd", "jfd", "jfd_noise", "hessian")
+    w.update({k: np.moveaxis(np.asarray(w[k]), 0, -1) for k in moved if k in w})
     return w
 
 
