@@ -21,6 +21,7 @@ or foreign file becomes one :class:`CheckpointError`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -115,8 +116,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     old file is untouched and the temporary file removed. Temporaries of ``path`` left by
     killed writers are removed first (:func:`remove_stale_temporaries`). The new file gets
     the usual permissions (0o666 less the umask), not mkstemp's private 0o600.
+
+    A symbolic link is followed: its target is replaced and the link kept. What is not a
+    regular file (a device such as /dev/stdout or /dev/full, a FIFO) is written in place,
+    never replaced; a FIFO no process reads raises at once rather than waiting; a directory
+    raises IsADirectoryError.
     """
-    path = os.fspath(path)
+    path = os.path.realpath(os.fspath(path))
+    if os.path.exists(path) and not os.path.isfile(path):
+        _write_in_place(path, write)
+        return
     remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(
         prefix=f".tmp-{os.getpid()}-",
@@ -136,6 +145,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _write_in_place(path: str, write: Callable[[IO[bytes]], None]) -> None:
+    """``write`` into what ``path`` already is (a device, a FIFO), without replacing it."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    # O_NONBLOCK: opening a FIFO with no reader fails (ENXIO) instead of waiting for one
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "wb") as f:
+        write(f)
+        f.flush()
 
 
 def save(path: str | os.PathLike, trees: dict[str, PyTree], meta: dict[str, Any]) -> None:

@@ -383,3 +383,33 @@ def test_bench_only_help_lists_the_workloads() -> None:
     proc = _jaxcalc("bench", "--help")
     text = " ".join(proc.stdout.split())
     assert proc.returncode == 0 and f"(of: {', '.join(WORKLOADS)}; default all)" in text
+
+
+def test_json_output_keeps_links_and_writes_fifos_in_place(golden: Path, tmp_path: Path) -> None:
+    # A --json path that is a symbolic link updates its target and keeps the link; a FIFO is
+    # written into, never replaced by a regular file; a FIFO nobody reads is a one-line error,
+    # not a hang. (A device such as /dev/full takes the in-place path too.)
+    import threading
+
+    impl = tmp_path / "impl.py"
+    impl.write_text("def square(inputs, c):\n    return inputs['x'] ** 2, {'x': 2 * inputs['x'] * c}\n")
+    target, link = tmp_path / "target.json", tmp_path / "link.json"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    proc = _jaxcalc("verify", golden, "--impl", impl, "--cases", "square", "--json", link)
+    assert proc.returncode == 0, proc.stderr
+    assert link.is_symlink() and json.loads(target.read_text())["passed"] == 1
+
+    fifo = tmp_path / "report.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    proc = _jaxcalc("verify", golden, "--impl", impl, "--cases", "square", "--json", fifo)
+    reader.join(timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert fifo.is_fifo() and json.loads(got[0])["passed"] == 1
+
+    proc = _jaxcalc("verify", golden, "--impl", impl, "--cases", "square", "--json", fifo)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: cannot write"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and fifo.is_fifo()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 __all__ = ["backend_info", "write_json", "select_cases"]
@@ -37,30 +36,16 @@ def write_json(path: str, payload: Any, *, allow_nan: bool = True, sort_keys: bo
     if path == "-":
         print(text, end="")
         return
+    from jaxcalc.checkpoint import atomic_write
     from jaxcalc.cli import UsageError
 
-    directory = os.path.dirname(os.path.abspath(path))
+    directory = os.path.dirname(os.path.realpath(path))
     if not os.path.isdir(directory):
         raise UsageError(f"cannot write {path}: directory {directory} does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    except OSError as exc:  # no permission, a read-only filesystem
+        atomic_write(path, lambda fh: fh.write(text.encode()))
+    except OSError as exc:  # no permission, a read-only filesystem, a full device, a FIFO unread
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def select_cases(names: list[str] | None):

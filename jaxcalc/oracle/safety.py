@@ -164,11 +164,16 @@ def check_writable(path: str, flag: str = "--json") -> str | None:
     """
     if path == "-":
         return None
-    directory = os.path.dirname(os.path.abspath(path))
+    real = os.path.realpath(path)  # a symbolic link's target is what gets written
+    directory = os.path.dirname(real)
     if not os.path.isdir(directory):
         return f"cannot write {flag} {path}: directory {directory} does not exist"
-    if os.path.isdir(path):
+    if os.path.isdir(real):
         return f"cannot write {flag} {path}: it is a directory"
+    if os.path.exists(real) and not os.path.isfile(real):
+        # a device or a FIFO is written in place (checkpoint.atomic_write); opening a FIFO here
+        # would hand its reader an end of file, so only the permission is probed
+        return None if os.access(real, os.W_OK) else f"cannot write {flag} {path}: permission denied"
     try:
         fd, probe = tempfile.mkstemp(dir=directory, prefix=".tmp-probe-")
     except OSError as exc:
