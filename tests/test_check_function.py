@@ -381,3 +381,53 @@ def test_compare_counts_only_what_lies_beyond_the_allowance():
     worst = compare(a, b, allow=np.array([0.45, 0.0, 0.0]))
     assert worst.error == pytest.approx(0.01) and worst.index == (1,)  # 0.1 left at [1], 0.05 at [0]
     assert compare(a, b, allow=np.inf).error == pytest.approx(0.05)  # a non-finite allowance is none
+
+
+# ----------------------------------------------------------------------------- custom_vjp
+
+
+@jax.custom_vjp
+def _clip_gradient(x):
+    return x
+
+
+_clip_gradient.defvjp(lambda x: (x, None), lambda _, g: (jnp.clip(g, -1.0, 1.0),))
+
+
+def _square_rule(factor):
+    @jax.custom_vjp
+    def square(x):
+        return x**2
+
+    square.defvjp(lambda x: (x**2, x), lambda x, g: (factor * x * g,))
+    return square
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_a_custom_vjp_is_checked_in_reverse_mode(mode):
+    # JAX has no forward mode through a custom_vjp: the checks take J t and H t from reverse
+    # mode, say so, and still tell a right rule from a wrong one.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(5)
+
+    def f(x):
+        return jnp.sum(_clip_gradient(x) * x)
+
+    for grad_fn in (None, jax.grad(f)):
+        report = check_function(f, (x,), grad_fn, mode=mode)
+        assert report.passed, report
+        assert "no forward mode" in _by_check(report)["fd_jvp"].note
+
+    W, xs = rng.standard_normal((3, 4)), rng.standard_normal((6, 3))
+    right, wrong = _square_rule(2.0), _square_rule(2.1)
+    assert check_function(lambda W, x: jnp.sum(right(x @ W)), (W, xs), argnums=0, mode=mode).passed
+    rows = _by_check(check_function(lambda W, x: jnp.sum(wrong(x @ W)), (W, xs), argnums=0, mode=mode))
+    assert rows["fd_jvp"].status == "FAIL"
+    if mode == "full":
+        assert rows["jacobian_fd"].status == "FAIL" and rows["jacobian_fd"].where.startswith("W[")
+    # a handwritten gradient of a custom_vjp function, wrong in one element
+    with pytest.raises(AssertionError, match=r"^vjp FAIL at x\[2\]"):
+        assert_grads(f, (x,), lambda x: jax.grad(f)(x).at[2].mul(1.01), mode=mode)
+    # a vector output: J t from the Jacobian's rows
+    assert not check_function(lambda x: 2 * wrong(x), (x,), mode=mode).passed
+    assert check_function(lambda x: 2 * right(x), (x,), mode=mode).passed

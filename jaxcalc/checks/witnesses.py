@@ -71,6 +71,10 @@ SPLIT_INPUTS = 8
 # Where f uses one, every batch of points moves one input at a time (a batch of inputs is
 # one convolution, a batch of kernels another) and no primal is batched with its tangent.
 ONE_AT_A_TIME = ("conv_general_dilated",)
+# Primitives JAX differentiates in reverse mode only (a jax.custom_vjp): where f binds one,
+# J t comes from the gradient (or the Jacobian's rows), H t from reverse over the gradient,
+# and there is no jacfwd to compare with jacrev.
+REVERSE_ONLY = ("custom_vjp_call", "custom_vjp_call_jaxpr")
 # Jacobian columns evaluated together (vmapped) before moving to the next chunk.
 COLUMN_BATCH = 512
 # Truncation order of the per-element FD Jacobian: the 2-evaluation central difference. At its
@@ -170,6 +174,9 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
     # Points batched one input at a time, and primals never batched with tangents, where f
     # uses a primitive that batches badly with both operands batched (ONE_AT_A_TIME).
     per_input = len(ctx.diff) > 1 and uses(f_jaxpr.jaxpr, ONE_AT_A_TIME)
+    # JAX has no forward mode through a custom_vjp: every derivative then comes from reverse mode
+    reverse = uses(f_jaxpr.jaxpr, REVERSE_ONLY)
+    jacfwd = jacfwd and not reverse
     joint = scalar and hessian and n_in <= COLUMN_BATCH and not per_input
     split = directional and not joint and (per_input or (not quick and len(ctx.diff) <= SPLIT_INPUTS))
     flags = (
@@ -182,17 +189,20 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
         chain is not None and "chain_forward" in wanted,
         split,
         per_input,
+        reverse,
     )
     fn = _program(ctx.forward, ctx.diff_idx, vjp, jvp, chain, flags)
     probes = _probes(ctx, directional, full, scalar, split)
-    return _finish(fn(ctx.primals, ctx.ct, ctx.tangents, probes), probes, flags)
+    w = _finish(fn(ctx.primals, ctx.ct, ctx.tangents, probes), probes, flags)
+    w["reverse_only"] = reverse
+    return w
 
 
 def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple) -> dict[str, Any]:
     """The witnesses from what the program returns, with NumPy on the host (nothing traced):
     the finite differences from f's values at their points, their kink flags, H t, the
     symmetry sums; columns stacked on the leading axis are moved to the last."""
-    full, _, scalar, hessian, _, fd_jvp, _, _, _ = flags
+    full, _, scalar, hessian, _, fd_jvp, _, _, _, _ = flags
     w = {k: x for k, x in raw.items() if k not in ("fd_vals", "fd_cross", "grad_at")}
     m_dir = _n_points(probes["moves"]) if "moves" in probes else len(probes.get("rows", ()))
     with np.errstate(all="ignore"):
@@ -209,7 +219,8 @@ def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple) -> dict[s
             w["jfd"] = (hi - lo) / (2 * h).astype(vals.dtype).reshape((n,) + (1,) * (vals.ndim - 1))
             eps = float(np.finfo(vals.dtype).eps)
             mag = np.abs(lo).astype(np.float64) + np.abs(hi)
-            w["jfd_noise"] = FD_ROUNDING * eps * mag / (2 * h.astype(np.float64)).reshape((n,) + (1,) * (vals.ndim - 1))
+            step2 = (2 * h.astype(np.float64)).reshape((n,) + (1,) * (vals.ndim - 1))
+            w["jfd_noise"] = FD_ROUNDING * eps * mag / step2
             w["jfd_kink"] = cross[m_dir : m_dir + n] | cross[m_dir + n :]
         if scalar:
             grads = np.asarray(raw["grad_at"])[-m_dir:]  # the gradient at the directional points
@@ -461,7 +472,7 @@ def _placement(closed: Any, executor: str) -> tuple[bool, tuple[float, float] | 
 def _program(forward, diff_idx, vjp, jvp, chain, flags):
     from jaxcalc.chain import chain_rule_product
 
-    full, jacfwd, scalar, hessian, quick, fd_jvp, chained, split, per_input = flags
+    full, jacfwd, scalar, hessian, quick, fd_jvp, chained, split, per_input, reverse = flags
 
     def compute(primals, ct, tangents, probes):
         # f and the handwritten derivative are each traced once (and kept: branches.traced);
@@ -480,8 +491,12 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
 
         # Autodiff's JVP, VJP and Jacobians all come from one linearization of f: its JVP is the
         # linear map, the VJP that map's transpose (what jax.vjp computes), jacfwd its columns.
-        out, lin = jax.linearize(c.f_diff, *diff)
-        pull = jax.linear_transpose(lin, *diff)
+        if reverse:
+            out, pull = jax.vjp(c.f_diff, *diff)
+            lin = None
+        else:
+            out, lin = jax.linearize(c.f_diff, *diff)
+            pull = jax.linear_transpose(lin, *diff)
         if out.ndim == 0:  # a scalar's pullback is ct times its gradient: one transpose serves both
             grad1 = pull(jnp.ones_like(out))
             w["ad_vjp"] = tuple(ct * g for g in grad1)
@@ -491,7 +506,13 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
         hand = vjp if getattr(vjp, "binds_a_kept_trace", False) or vjp is None else inlined(vjp, primals, ct)
         if hand is not None:
             w["hw_vjp"] = tuple(hand(primals, ct))
-        w["ad_jvp"] = lin(*tangents)
+        if lin is not None:
+            w["ad_jvp"] = lin(*tangents)
+        elif out.ndim == 0:  # reverse mode only: J t = <grad, t>
+            w["ad_jvp"] = sum(jnp.vdot(g, t) for g, t in zip(grad1, tangents, strict=True))
+        else:  # J t from the Jacobian's rows, one pullback per output element
+            rows = jax.vmap(lambda e: ravel_pytree(pull(e.reshape(out.shape)))[0])(_eye(out.size, out.dtype))
+            w["ad_jvp"] = (rows @ ravel_pytree(tuple(tangents))[0]).reshape(out.shape)
         if jvp is not None:
             w["hw_jvp"] = inlined(jvp, primals, tangents)(primals, tangents)
 
@@ -564,8 +585,14 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
 
             # Forward over the gradient, u -> H u: one vmapped JVP of the gradient whose primal,
             # unbatched, is computed once (tracing it costs about half of linearizing first).
+            # Through a custom_vjp, reverse over the gradient instead: u -> u^T H.
+            def tangent(p, u):
+                if reverse:
+                    return grad(p), jax.grad(lambda y: jnp.vdot(grad(y), u))(p)
+                return jax.jvp(grad, (p,), (u,))
+
             def hess(u):
-                return jax.jvp(grad, (v,), (u,))[1]
+                return tangent(v, u)[1]
 
             if hessian and n <= COLUMN_BATCH and not per_input:  # the witnesses' ``joint``
                 # One vmapped JVP of the gradient, traced once, gives both: rows (v, e_j) give
@@ -574,7 +601,7 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
                 at = jnp.concatenate([jnp.broadcast_to(v, (n, n)), p_dir])
                 along = jnp.concatenate([_eye(n, v.dtype), jnp.zeros(p_dir.shape, v.dtype)])
                 # the host takes H from the first n rows, the FD gradients from the rest
-                w["grad_at"], w["hessian"] = jax.vmap(lambda p, e: jax.jvp(grad, (p,), (e,)))(at, along)
+                w["grad_at"], w["hessian"] = jax.vmap(tangent)(at, along)
             else:
                 if split:
                     w["grad_at"] = _along_inputs(grad_leaves, diff, moves, mapped=per_input)
