@@ -162,6 +162,12 @@ def directional_moves(primals: Sequence[np.ndarray], tangents: Sequence[np.ndarr
     return tuple(moves), steps
 
 
+def _per_stencil(vals, steps) -> tuple:
+    """(steps' shape, one value's shape, vals as (*steps' shape, 4 offsets, flat value))."""
+    lead, out = tuple(steps.shape), tuple(vals.shape[1:])
+    return lead, out, _xp(vals, steps).reshape(vals, lead + (4, int(np.prod(out, dtype=int))))
+
+
 def directional_combine(vals: jax.Array, steps: jax.Array) -> jax.Array:
     """J t from f's values at :func:`directional_points` (stacked on a leading axis) and its steps.
 
@@ -170,9 +176,7 @@ def directional_combine(vals: jax.Array, steps: jax.Array) -> jax.Array:
     values give a NumPy result (the checker combines its points on the host).
     """
     xp = _xp(vals, steps)
-    lead = tuple(steps.shape)
-    out = tuple(vals.shape[1:])
-    vals = xp.reshape(vals, lead + (4, int(np.prod(out, dtype=int))))
+    lead, out, vals = _per_stencil(vals, steps)
     # f(-2h) - 8 f(-h) + 8 f(h) - f(2h) as 8 (f(h) - f(-h)) - (f(2h) - f(-2h)): the differences
     # first, so values equal at the mirrored points cancel exactly. A piecewise-constant
     # gradient (ReLU, abs, hinge) then gives an H t of exactly 0, not the rounding of
@@ -191,9 +195,8 @@ def directional_noise(vals: np.ndarray, steps: np.ndarray, rounding: float) -> n
     stencil adds those errors with its weights' magnitudes and divides by 12 h, so an input
     differenced at a small step (a small input's) carries a large noise.
     """
-    lead = tuple(steps.shape)
-    out = tuple(vals.shape[1:])
-    mag = np.abs(np.reshape(vals, lead + (4, int(np.prod(out, dtype=int))))).astype(np.float64)
+    lead, out, blocks = _per_stencil(vals, steps)
+    mag = np.abs(blocks).astype(np.float64)
     per_input = mag[..., 0, :] + 8 * (mag[..., 1, :] + mag[..., 2, :]) + mag[..., 3, :]
     scale = 12 * np.asarray(steps, np.float64)[..., None]
     eps = float(np.finfo(vals.dtype).eps)

@@ -16,7 +16,7 @@ import contextlib
 import functools
 import gc
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -180,14 +180,15 @@ _TRACES: dict[Any, tuple[core.ClosedJaxpr, Any]] = {}
 _LOCK = threading.Lock()
 
 
-@functools.lru_cache(maxsize=256)
 def has_loops(jaxpr: core.Jaxpr) -> bool:
     """Whether a jaxpr holds a loop (scan, while), at any depth."""
     return uses(jaxpr, ("scan", "while"))
 
 
-def uses(jaxpr: core.Jaxpr, names: Sequence[str]) -> bool:
-    """Whether a jaxpr binds any of the primitives ``names``, at any depth."""
+@functools.lru_cache(maxsize=256)
+def uses(jaxpr: core.Jaxpr, names: tuple[str, ...]) -> bool:
+    """Whether a jaxpr binds any of the primitives ``names`` (a tuple), at any depth; cached
+    per jaxpr, which every check of a function asks again."""
     return any(
         eqn.primitive.name in names or any(uses(sub, names) for sub in sub_jaxprs(eqn)) for eqn in jaxpr.eqns
     )

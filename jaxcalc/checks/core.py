@@ -224,31 +224,27 @@ def run_checks(
             dtype,
         )
         gnames = tuple(grad_names) if grad_names is not None else tuple(f"d{n}" for n in names)
-        rows = _noted(_checks(ctx, vjp, jvp, chain, mode, wanted, tols, gnames))
+        rows = _checks(ctx, vjp, jvp, chain, mode, wanted, tols, gnames)
         return Report(tuple(notes) + tuple(r for r in rows if r.check in wanted))
 
 
 REVERSE_NOTE = "f uses a jax.custom_vjp, which has no forward mode: J t, H t from reverse mode"
+# The rows whose autodiff side comes from reverse mode alone where f uses a jax.custom_vjp
+REVERSE_ROWS = ("fd_jvp", "hvp", "hessian_symmetry", "dot_identity")
 
 
-def _noted(rows):
-    """The rows of :func:`_checks`, those it computed in reverse mode only (f uses a
-    jax.custom_vjp) saying so, where they have no note of their own."""
-    reverse = False
-    for r in rows:
-        if r is None:  # _checks' marker: the witnesses were reverse-mode only
-            reverse = True
-            continue
-        noted = r.check in ("fd_jvp", "hvp", "hessian_symmetry", "dot_identity")
-        if reverse and noted and r.status != "kink":
+def _checks(ctx: Context, vjp, jvp, chain, mode: str, wanted, tols, gnames):
+    """Every row, from one witness program; the rows computed in reverse mode only (f uses a
+    jax.custom_vjp) say so where they have no note of their own."""
+    w = witnesses(ctx, vjp, jvp, chain, mode, wanted)
+    reverse = w.pop("reverse_only", False)
+    for r in _rows(ctx, w, tols, gnames):
+        if reverse and r.check in REVERSE_ROWS and r.status != "kink":
             r = r._replace(note=r.note or REVERSE_NOTE)
         yield r
 
 
-def _checks(ctx: Context, vjp, jvp, chain, mode: str, wanted, tols, gnames):
-    w = witnesses(ctx, vjp, jvp, chain, mode, wanted)
-    if w.pop("reverse_only", False):
-        yield None  # read by _noted
+def _rows(ctx: Context, w: dict, tols, gnames):
     ad_vjp, hw_vjp = w["ad_vjp"], w.get("hw_vjp")
     n_in = sum(d.size for d in ctx.diff)
     out_shape = tuple(np.shape(w["ad_jvp"]))

@@ -506,12 +506,14 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
         hand = vjp if getattr(vjp, "binds_a_kept_trace", False) or vjp is None else inlined(vjp, primals, ct)
         if hand is not None:
             w["hw_vjp"] = tuple(hand(primals, ct))
+        rows = None  # jacrev's rows: the pullback of each output basis vector, built once
+        if out.ndim and (full or lin is None):
+            rows = jax.vmap(lambda e: ravel_pytree(pull(e.reshape(out.shape)))[0])(_eye(out.size, out.dtype))
         if lin is not None:
             w["ad_jvp"] = lin(*tangents)
         elif out.ndim == 0:  # reverse mode only: J t = <grad, t>
             w["ad_jvp"] = sum(jnp.vdot(g, t) for g, t in zip(grad1, tangents, strict=True))
-        else:  # J t from the Jacobian's rows, one pullback per output element
-            rows = jax.vmap(lambda e: ravel_pytree(pull(e.reshape(out.shape)))[0])(_eye(out.size, out.dtype))
+        else:  # reverse mode only: J t from the Jacobian's rows
             w["ad_jvp"] = (rows @ ravel_pytree(tuple(tangents))[0]).reshape(out.shape)
         if jvp is not None:
             w["hw_jvp"] = inlined(jvp, primals, tangents)(primals, tangents)
@@ -550,10 +552,7 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
         if full:
             if out.ndim == 0:  # a scalar's Jacobian is its gradient
                 w["jrev"] = ravel_pytree(grad1)[0]
-            else:  # jacrev: the pullback of each output basis vector
-                rows = jax.vmap(lambda e: ravel_pytree(pull(e.reshape(out.shape)))[0])(
-                    _eye(out.size, out.dtype)
-                )
+            else:
                 w["jrev"] = rows.reshape(out.shape + (n,))
             if jacfwd:  # jacfwd: the linear map at each input basis vector
                 jfwd = basis_columns(lambda e: lin(*unravel(e)), n, v.dtype)
