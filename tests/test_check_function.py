@@ -212,6 +212,86 @@ def test_gradient_with_the_wrong_structure_says_so():
         assert_grads(loss, (W, b, x), lambda W, b, x: (jax.grad(loss)(W, b, x),), argnums=(0, 1))
 
 
+def test_extra_entries_in_the_gradient_are_an_error_not_left_unchecked():
+    rng = np.random.default_rng(3)
+    params, x = {"W": rng.standard_normal((3, 2))}, rng.standard_normal((5, 3))
+
+    def loss(params, x):
+        return jnp.sum(jnp.tanh(x @ params["W"]) ** 2)
+
+    def with_a_bias(params, x):
+        return {**jax.grad(loss)(params, x), "b": jnp.zeros(2)}
+
+    with pytest.raises(AssertionError, match=r"handwritten gradient has an entry at \['b'\]"):
+        assert_grads(loss, (params, x), with_a_bias, argnums=0)
+    # a gradient for every argument where argnums=0 asks for the first one only
+    with pytest.raises(AssertionError, match=r"entry at \[1\] that is not a differentiated"):
+        assert_grads(loss, (params, x), jax.grad(loss, argnums=(0, 1)), argnums=0)
+    # entries for integer leaves of a differentiated argument may be given
+    counts = {"W": params["W"], "n": np.arange(3)}
+
+    def counted(p, x):
+        return loss({"W": p["W"]}, x) * p["n"].size
+
+    def counted_grad(p, x):
+        return {"W": 3 * jax.grad(loss)({"W": p["W"]}, x)["W"], "n": np.zeros(3)}
+
+    assert_grads(counted, (counts, x), counted_grad, argnums=0)
+
+
+def _np_tanh_loss_grad(W, x, scale=1.0):
+    h = np.tanh(x @ W)
+    g = x.T @ (2 * h * (1 - h**2))
+    g[1, 0] *= scale
+    return g
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_gradient_written_in_numpy_is_called_on_the_host(dtype):
+    rng = np.random.default_rng(8)
+    params, x = {"W": rng.standard_normal((3, 2))}, rng.standard_normal((5, 3))
+
+    def loss(params, x):
+        return jnp.sum(jnp.tanh(x @ params["W"]) ** 2)
+
+    def np_grad(params, x):
+        return {"W": _np_tanh_loss_grad(np.asarray(params["W"]), np.asarray(x))}
+
+    report = check_function(loss, (params, x), np_grad, argnums=0, dtype=dtype)
+    rows = _by_check(report)
+    assert report.passed and rows["vjp"].a_label == "handwritten"
+    assert "outside JAX" in rows["hvp"].note and rows["hvp"].a_label == "jvp(autodiff grad)"
+
+    def wrong(params, x):
+        return {"W": _np_tanh_loss_grad(np.asarray(params["W"]), np.asarray(x), scale=1.01)}
+
+    with pytest.raises(AssertionError, match=r"vjp FAIL at params\['W'\]\[1, 0\]"):
+        assert_grads(loss, (params, x), wrong, argnums=0, dtype=dtype)
+
+    def np_vjp(args, ct):
+        return {"W": ct * _np_tanh_loss_grad(np.asarray(args[0]["W"]), np.asarray(args[1]))}
+
+    def np_jvp(args, t):
+        return float(np.sum(t["W"] * _np_tanh_loss_grad(np.asarray(args[0]["W"]), np.asarray(args[1]), 1.01)))
+
+    assert check_function(loss, (params, x), vjp_fn=np_vjp, argnums=0, dtype=dtype).passed
+    bad_jvp = _by_check(check_function(loss, (params, x), jvp_fn=np_jvp, argnums=0, dtype=dtype))["jvp"]
+    assert bad_jvp.status == "FAIL" and bad_jvp.a_label == "handwritten"
+
+
+def test_checks_are_selected_by_a_comma_separated_string():
+    def f(x):
+        return jnp.sum(jnp.sin(x) ** 2)
+
+    x = np.linspace(-1.0, 1.0, 4)
+    report = check_function(f, (x,), jax.grad(f), checks="vjp, fd_jvp")
+    assert [r.check for r in report.results] == ["vjp", "fd_jvp"]
+    fewer = check_function(f, (x,), jax.grad(f), checks="-hvp,-hessian_symmetry")
+    assert {"hvp", "hessian_symmetry"}.isdisjoint(_by_check(fewer)) and "vjp" in _by_check(fewer)
+    with pytest.raises(ValueError, match="unknown check 'hpv'"):
+        check_function(f, (x,), jax.grad(f), checks="vjp,hpv")
+
+
 def test_transposed_gradient_is_reported_as_transposed():
     rng = np.random.default_rng(4)
     W, x = rng.standard_normal((4, 2)), rng.standard_normal((6, 4))

@@ -54,11 +54,16 @@ CHECKS = (
 
 
 def select_checks(checks: str | Sequence[str] | None) -> frozenset[str]:
-    """The checks to run: None for all, names to select (``("vjp", "fd_jvp")``), or names each
-    prefixed with ``-`` to exclude from all (``("-hvp", "-hessian_symmetry")``)."""
+    """The checks to run: None for all, names to select (``("vjp", "fd_jvp")`` or
+    ``"vjp,fd_jvp"``), or names each prefixed with ``-`` to exclude from all
+    (``("-hvp", "-hessian_symmetry")`` or ``"-hvp,-hessian_symmetry"``)."""
     if checks is None:
         return frozenset(CHECKS)
-    names = (checks,) if isinstance(checks, str) else tuple(checks)
+    if isinstance(checks, str):
+        checks = checks.replace(",", " ").split() or [checks]
+    names = tuple(checks)
+    if not all(isinstance(n, str) for n in names):
+        raise ValueError(f"checks= takes check names, not {checks!r}")
     bare = [n.removeprefix("-") for n in names]
     unknown = [n for n in bare if n not in CHECKS]
     if unknown:
@@ -238,13 +243,13 @@ def _checks(ctx: Context, vjp, jvp, chain, mode: str, wanted, tols, gnames):
     jax.custom_vjp) say so where they have no note of their own."""
     w = witnesses(ctx, vjp, jvp, chain, mode, wanted)
     reverse = w.pop("reverse_only", False)
-    for r in _rows(ctx, w, tols, gnames):
+    for r in _rows(ctx, w, tols, gnames, getattr(vjp, "traceable", True)):
         if reverse and r.check in REVERSE_ROWS and r.status != "kink":
             r = r._replace(note=r.note or REVERSE_NOTE)
         yield r
 
 
-def _rows(ctx: Context, w: dict, tols, gnames):
+def _rows(ctx: Context, w: dict, tols, gnames, traceable: bool = True):
     ad_vjp, hw_vjp = w["ad_vjp"], w.get("hw_vjp")
     n_in = sum(d.size for d in ctx.diff)
     out_shape = tuple(np.shape(w["ad_jvp"]))
@@ -364,14 +369,20 @@ def _rows(ctx: Context, w: dict, tols, gnames):
                 yield _result(ctx, f"chain_{m}", "J_f(g(x))·J_g(x)", "J_(f∘g)(x)", worst, "exact", tols)
 
     if "hvp" in w:
-        yield from _hessian_checks(ctx, w, hw_vjp is not None, tols, in_el)
+        if hw_vjp is None:
+            note = "autodiff only: no handwritten gradient given"
+        elif not traceable:
+            note = "autodiff only: the handwritten gradient runs outside JAX (NumPy), which cannot differentiate it"
+        else:
+            note = ""
+        yield from _hessian_checks(ctx, w, note, tols, in_el)
 
 
-def _hessian_checks(ctx: Context, w, handwritten: bool, tols, in_el):
-    """HVP vs FD, and symmetry. With a handwritten derivative both differentiate the handwritten
-    gradient (labelled so); otherwise they are autodiff's own consistency checks."""
-    g = "handwritten grad" if handwritten else "autodiff grad"
-    note = "" if handwritten else "autodiff only: no handwritten gradient given"
+def _hessian_checks(ctx: Context, w, note: str, tols, in_el):
+    """HVP vs FD, and symmetry. With a handwritten derivative JAX can trace, both differentiate
+    the handwritten gradient (labelled so); otherwise they are autodiff's own consistency
+    checks, and ``note`` says why."""
+    g = "autodiff grad" if note else "handwritten grad"
     hvp_b = _split_columns(w["hvp"], ctx)
     def against(e):
         fd_b, noise_b = _split_columns(e[0], ctx), _split_columns(e[1], ctx)
@@ -380,7 +391,7 @@ def _hessian_checks(ctx: Context, w, handwritten: bool, tols, in_el):
     worst = _closer(against, tuple(zip(w["hvp_fd"], w["hvp_fd_noise"], strict=True)))
     res = _result(ctx, "hvp", f"jvp({g})", f"finite-diff({g})", worst, "fd", tols)
     res = _kink(res, bool(w["hvp_kink"]), "the finite difference of the gradient crosses a kink")
-    yield res._replace(note=res.note or note) if note and res.passed else res
+    yield res._replace(note=f"{res.note}; {note}" if res.note else note) if note and res.passed else res
     offsets = np.cumsum([0] + [d.size for d in ctx.diff])
 
     def h_el(flat: int) -> str:

@@ -79,11 +79,46 @@ class _Derivative(NamedTuple):
     raw: _Raw
     picks: tuple[int, ...]
     binds_a_kept_trace = True  # the witnesses use it as it is, without tracing it again
+    traceable = True  # JAX can differentiate it: the Hessian checks differentiate it
 
     def __call__(self, leaves: tuple, ct: jax.Array) -> tuple:
         got = jax.tree_util.tree_leaves(inlined(self.raw, tuple(leaves), ct)(tuple(leaves), ct))
         grad = self.raw.kind == "grad"
         return tuple((ct * got[p]) if grad else got[p] for p in self.picks)
+
+
+# What JAX raises where a function needs concrete values: NumPy on a tracer, float(), a Python
+# branch on an array. Such a derivative is called on the host instead (_HostDerivative).
+_NEEDS_VALUES = (
+    jax.errors.TracerArrayConversionError,
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerBoolConversionError,
+)
+
+
+class _HostDerivative(NamedTuple):
+    """A handwritten grad_fn / vjp_fn JAX cannot trace (written in NumPy), called on the host.
+
+    Inside the witness program it is a ``jax.pure_callback`` that receives NumPy arrays, so
+    its values are compared like any other; JAX cannot differentiate it, so the Hessian checks
+    are autodiff's own (``traceable`` is False and their rows say so).
+    """
+
+    raw: _Raw
+    picks: tuple[int, ...]
+    shapes: tuple[tuple[tuple[int, ...], str], ...]  # (shape, dtype) of each picked leaf
+    binds_a_kept_trace = True
+    traceable = False
+
+    def _host(self, leaves: tuple, ct: np.ndarray) -> tuple:
+        got = jax.tree_util.tree_leaves(self.raw(tuple(np.asarray(x) for x in leaves), np.asarray(ct)))
+        return tuple(np.asarray(got[p], dtype) for p, (_, dtype) in zip(self.picks, self.shapes, strict=True))
+
+    def __call__(self, leaves: tuple, ct: jax.Array) -> tuple:
+        spec = tuple(jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in self.shapes)
+        got = jax.pure_callback(self._host, spec, tuple(leaves), ct, vmap_method="sequential")
+        return tuple(ct * g for g in got) if self.raw.kind == "grad" else tuple(got)
 
 
 class _Tangent(NamedTuple):
@@ -96,12 +131,28 @@ class _Tangent(NamedTuple):
     diff_idx: tuple[int, ...]
 
     def __call__(self, leaves: tuple, tangents: tuple) -> jax.Array:
-        full = [jnp.zeros_like(x) for x in leaves]
+        full = [np.zeros_like(x) if isinstance(x, np.ndarray) else jnp.zeros_like(x) for x in leaves]
         for i, t in zip(self.diff_idx, tangents, strict=True):
             full[i] = t
         targs = self.flat.args(full)
         tree = tuple(targs[a] for a in self.argnums)
         return self.fn(tuple(self.flat.args(leaves)), tree[0] if self.single else tree)
+
+
+class _HostTangent(NamedTuple):
+    """A handwritten jvp_fn JAX cannot trace (written in NumPy), as a ``jax.pure_callback``."""
+
+    tangent: _Tangent
+    shape: tuple[int, ...]
+    dtype: str
+
+    def _host(self, leaves: tuple, tangents: tuple) -> np.ndarray:
+        as_np = tuple(np.asarray(x) for x in leaves)
+        return np.asarray(self.tangent(as_np, tuple(np.asarray(t) for t in tangents)), self.dtype)
+
+    def __call__(self, leaves: tuple, tangents: tuple) -> jax.Array:
+        spec = jax.ShapeDtypeStruct(self.shape, self.dtype)
+        return jax.pure_callback(self._host, spec, tuple(leaves), tuple(tangents), vmap_method="sequential")
 
 
 def _param_names(f: Callable[..., Any], n: int) -> list[str]:
@@ -123,12 +174,13 @@ def _positional_names(f: Callable[..., Any]) -> tuple[str, ...]:
 
 
 def _picks(
-    out_tree: Any, expected: list[tuple[int, str]], single: bool
+    out_tree: Any, expected: list[tuple[int, str]], allowed: list[tuple[int, str]], single: bool
 ) -> tuple[tuple[int, ...] | None, str]:
     """Map each differentiable leaf (argnums position k, path) to the user output's leaf.
 
-    Returns (picks, '') or (None, what is wrong). Entries for integer leaves (None, zeros,
-    float0) may be present or absent.
+    Returns (picks, '') or (None, what is wrong). ``allowed`` are all the leaves of the
+    differentiated arguments: entries for their integer leaves (zeros, float0) may be present
+    or absent, and an entry for anything else is an error, not silently left unchecked.
     """
     flat, _ = tree_flatten_with_path(out_tree)
     where = {keystr(p): i for i, (p, _) in enumerate(flat)}
@@ -136,6 +188,10 @@ def _picks(
     for bare in forms:
         keys = [path if bare else f"[{k}]{path}" for k, path in expected]
         if all(key in where for key in keys):
+            known = {path if bare else f"[{k}]{path}" for k, path in allowed}
+            extra = [key for key in where if key not in known]
+            if extra:
+                return None, f"has an entry at {extra[0] or 'the top'} that is not a differentiated argument's leaf"
             return tuple(where[key] for key in keys), ""
     keys = [path if single else f"[{k}]{path}" for k, path in expected]
     missing = next(key for key in keys if key not in where)
@@ -206,6 +262,7 @@ def check_function(
     flat_f = _Flat(f, tuple(treedefs))
     label = [f"{pnames[i]}{path}" for i, path in names]
     expected = [(nums.index(names[j][0]), names[j][1]) for j in diff_idx]
+    allowed = [(nums.index(i), path) for i, path in names if i in nums]
 
     notes: list[CheckResult] = []
     vjp = None
@@ -226,25 +283,42 @@ def check_function(
             # Where f has no loop, the derivative is traced with its nested jits inline: no
             # per-shape tracing of every jax.numpy function it calls.
             ct_aval = jax.ShapeDtypeStruct(out.shape, dtype)
-            shaped = traced(raw, tuple(sample), ct_aval, inline_jit=not has_loops(f_jaxpr.jaxpr))[1]
+            try:
+                shaped = traced(raw, tuple(sample), ct_aval, inline_jit=not has_loops(f_jaxpr.jaxpr))[1]
+                on_host = False
+            except _NEEDS_VALUES:  # written in NumPy: its structure from one call on the host
+                shaped, on_host = raw(tuple(leaves), np.asarray(ct, dtype)), True
             kind = raw.kind
-            picks, problem = _picks(shaped, expected, single)
+            picks, problem = _picks(shaped, expected, allowed, single)
             side = "handwritten gradient" if kind == "grad" else "handwritten VJP"
             if picks is None:
                 notes.append(_note(name, f"{side} {problem}", "structure"))
             else:
                 got = jax.tree_util.tree_leaves(shaped)
                 bad = [
-                    (j, got[p].shape)
+                    (j, np.shape(got[p]))
                     for j, p in zip(diff_idx, picks, strict=True)
-                    if got[p].shape != leaves[j].shape
+                    if np.shape(got[p]) != leaves[j].shape
                 ]
                 for j, shape in bad[:1]:
                     hint = ": transposed?" if shape == leaves[j].shape[::-1] and len(shape) > 1 else ""
                     notes.append(_note(name, f"shape {shape}, expected {leaves[j].shape}{hint}", label[j]))
-                if not bad:
+                if bad:
+                    pass
+                elif on_host:
+                    shapes = tuple((np.shape(got[p]), dtype.name) for p in picks)
+                    vjp = _HostDerivative(raw, picks, shapes)
+                else:
                     vjp = _Derivative(raw, picks)
-    jvp = _Tangent(jvp_fn, flat_f, nums, single, diff_idx) if jvp_fn is not None else None
+        jvp = None
+        if jvp_fn is not None:
+            jvp = _Tangent(jvp_fn, flat_f, nums, single, diff_idx)
+            t_aval = tuple(jax.ShapeDtypeStruct(t.shape, dtype) for t in tangents)
+            try:
+                traced(jvp, tuple(sample), t_aval)
+            except _NEEDS_VALUES:  # written in NumPy: called on the host
+                got = np.asarray(jvp(tuple(leaves), tuple(np.asarray(t, dtype) for t in tangents)))
+                jvp = _HostTangent(jvp, got.shape, dtype.name)
     if col.low:
         from jaxcalc.checks.lowprec import check_low_precision
 
