@@ -347,6 +347,46 @@ def test_run_checks_takes_tolerances_and_a_label():
     assert {r.case for r in loose.results} == {"sin[golden]"}
 
 
+SCALE_INVARIANT = {
+    "cosine": (lambda a, b: jnp.dot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)), (6,), (6,)),
+    "std": (lambda x: jnp.std(x), (6,)),
+    "layer_norm": (
+        lambda x: jnp.sum(((x - x.mean(-1, keepdims=True)) / jnp.sqrt(x.var(-1, keepdims=True) + 1e-5)) ** 3),
+        (3, 5),
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(SCALE_INVARIANT))
+def test_arguments_drawn_from_the_checks_own_seed_are_no_false_alarm(dtype, name):
+    """A user drawing arguments from default_rng(seed) with the check's seed: the probes come
+    from another stream, so the tangent is not the argument along which f is flat."""
+    f, *shapes = SCALE_INVARIANT[name]
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        args = tuple(rng.standard_normal(s) for s in shapes)
+        report = check_function(f, args, jax.grad(f), argnums=0, dtype=dtype, seed=seed)
+        assert report.passed, (seed, str(report))
+
+
+def test_the_dot_identity_scales_a_cancelling_sum_by_its_terms():
+    """Along a tangent orthogonal to the gradient (cosine(a, b) along a) J t is rounding only;
+    compared with the terms of <grad, t> it passes, and a wrong pullback still fails."""
+
+    def f(a, b):
+        return jnp.dot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
+
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal(6), rng.standard_normal(6)
+    common = dict(diff_idx=(0,), names=("a",), ct=np.asarray(1.0), tangents=(a,), checks="dot_identity")
+    right = run_checks("cosine", f, (a, b), vjp=lambda p, ct: (ct * jax.grad(f)(*p),), **common)
+    assert right.passed and abs(right.results[0].b_value) < 1e-15
+    # the pullback of cosine(a, b) plus a slice of a: <J^T c, t> is off by 1e-6 |a|^2
+    wrong = run_checks("cosine", f, (a, b), vjp=lambda p, ct: (ct * (jax.grad(f)(*p) + 1e-6 * p[0]),), **common)
+    assert wrong.results[0].status == "FAIL"
+
+
 # ----------------------------------------------------------------------------- low precision
 
 

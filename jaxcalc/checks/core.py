@@ -351,8 +351,12 @@ def _rows(ctx: Context, w: dict, tols, gnames, traceable: bool = True):
     if all(np.shape(g) == np.shape(t) for g, t in zip(pull, ctx.tangents, strict=True)):
         lhs = float(np.vdot(ctx.ct, w["ad_jvp"]))
         rhs = float(sum(np.vdot(g, t) for g, t in zip(pull, ctx.tangents, strict=True)))
-        # Round-off in a dot product scales with the sum of |terms|, not with the (possibly small) sum.
-        scale = max(float(np.sum(np.abs(ctx.ct * w["ad_jvp"]))), 1e-300)
+        # Round-off in a dot product scales with the sum of |terms|, not with the (possibly
+        # small) sum: the terms of both sides, so a J t that cancels (t nearly orthogonal to a
+        # scalar's gradient, as for a layer norm's) compares its rounding with its terms.
+        # (autodiff's terms: a wrong handwritten pullback must not widen its own scale)
+        terms = sum(float(np.sum(np.abs(np.asarray(g) * t))) for g, t in zip(ad_vjp, ctx.tangents, strict=True))
+        scale = max(float(np.sum(np.abs(ctx.ct * w["ad_jvp"]))), terms, 1e-300)
         worst = Worst(abs(lhs - rhs) / scale, "<c, J t>", rhs, lhs)
         yield _result(
             ctx, "dot_identity", f"<J^T c, t> ({side})", "<c, J t> (autodiff)", worst, "exact", tols

@@ -28,6 +28,9 @@ from jaxcalc.numerics import column, reference_mode
 
 __all__ = ["check_function"]
 
+# The second word of the probes' seed (see check_function): "jc" in ASCII.
+PROBE_STREAM = 0x6A63
+
 
 @functools.lru_cache(maxsize=64)
 def _float_dtype(dtype: np.dtype) -> bool:
@@ -227,7 +230,8 @@ def check_function(
     :data:`jaxcalc.checks.CHECKS`); ``mode="fast"`` skips the per-element Jacobian and the full
     Hessian. ``dtype`` (default: the first differentiable leaf's) rounds the float leaves; in
     bfloat16 / float16 the derivative is compared with float64 autodiff instead of finite
-    differences (:mod:`jaxcalc.checks.lowprec`). Probes come from ``numpy.random.default_rng(seed)``.
+    differences (:mod:`jaxcalc.checks.lowprec`). Probes come from ``numpy.random.default_rng((seed,
+    PROBE_STREAM))``: reproducible, and never the stream a user's own ``default_rng(seed)`` draws.
     Elements are named by parameter name and pytree path, e.g. ``params['W1'][2, 10]``.
     """
     if grad_fn is not None and vjp_fn is not None:
@@ -274,7 +278,10 @@ def check_function(
             raise ValueError(f"grad_fn needs a scalar f, but f returns shape {out.shape}; give vjp_fn")
         # Probes from NumPy's seeded generator: as reproducible as jax.random, and drawing them
         # compiles nothing (each eager jax.random call would compile its own program).
-        rng = np.random.default_rng(seed)
+        # Not default_rng(seed) itself: arguments drawn from that same stream would make the
+        # tangent equal the first argument, along which a scale-invariant f (a cosine, a norm
+        # layer, a standard deviation) has J t = 0 and H t = 0, pure rounding to compare.
+        rng = np.random.default_rng((seed, PROBE_STREAM))
         # A scalar loss is pulled back with ct = 1, so the rows show the gradient's own values.
         ct = rng.standard_normal(out.shape) if out.shape else np.ones(())
         tangents = [rng.standard_normal(leaves[j].shape) for j in diff_idx]
