@@ -188,18 +188,19 @@ def directional_combine(vals: jax.Array, steps: jax.Array) -> jax.Array:
     return xp.reshape(xp.sum(per_input / scale, axis=len(lead) - 1), lead[:-1] + out)
 
 
-def directional_noise(vals: np.ndarray, steps: np.ndarray, rounding: float) -> np.ndarray:
+def directional_noise(vals: np.ndarray, steps: np.ndarray, rounding: float, eps: float | None = None) -> np.ndarray:
     """The rounding noise of :func:`directional_combine`'s result, per element (NumPy).
 
     Each value of f is taken to be off by up to ``rounding`` x eps x its magnitude; the
     stencil adds those errors with its weights' magnitudes and divides by 12 h, so an input
-    differenced at a small step (a small input's) carries a large noise.
+    differenced at a small step (a small input's) carries a large noise. ``eps`` defaults to
+    that of ``vals``' dtype (a function computing in a narrower dtype inside passes its own).
     """
     lead, out, blocks = _per_stencil(vals, steps)
     mag = np.abs(blocks).astype(np.float64)
     per_input = mag[..., 0, :] + 8 * (mag[..., 1, :] + mag[..., 2, :]) + mag[..., 3, :]
     scale = 12 * np.asarray(steps, np.float64)[..., None]
-    eps = float(np.finfo(vals.dtype).eps)
+    eps = float(np.finfo(vals.dtype).eps) if eps is None else eps
     return np.reshape(rounding * eps * np.sum(per_input / scale, axis=len(lead) - 1), lead[:-1] + out)
 
 

@@ -387,6 +387,53 @@ def test_the_dot_identity_scales_a_cancelling_sum_by_its_terms():
     assert wrong.results[0].status == "FAIL"
 
 
+def _attention_loss(q, k, v):
+    return jnp.sum(jax.nn.dot_product_attention(q, k, v) ** 2)
+
+
+def test_a_float64_function_computing_in_float32_inside_is_checked_at_float32():
+    """jax.nn.dot_product_attention runs its softmax in float32 for float64 inputs: the check
+    uses float32's steps and tolerances, says so, and still catches a wrong gradient."""
+    rng = np.random.default_rng(12)
+    qkv = tuple(rng.standard_normal((1, 4, 2, 8)) for _ in range(3))
+    grad = jax.grad(_attention_loss, argnums=(0, 1, 2))
+    report = check_function(_attention_loss, qkv, grad, dtype=np.float64)
+    assert report.passed, str(report)
+    rows = _by_check(report)
+    assert {"fd_jvp", "jacobian_fd", "hvp"} <= rows.keys()
+    assert all("f computes in float32 inside" in r.note for r in report.results)
+    assert rows["vjp"].tol == 2e-4
+
+    def wrong(q, k, v):
+        dq, dk, dv = grad(q, k, v)
+        return dq, dk.at[0, 1, 0, 3].multiply(1.05), dv
+
+    with pytest.raises(AssertionError, match=r"vjp FAIL at k\[0, 1, 0, 3\]"):
+        assert_grads(_attention_loss, qkv, wrong, dtype=np.float64)
+
+
+def test_a_float32_function_rounding_to_bfloat16_inside_leaves_out_finite_differences():
+    def mixed(W, x):
+        return jnp.sum(jnp.tanh((x.astype(jnp.bfloat16) @ W.astype(jnp.bfloat16)).astype(jnp.float32)))
+
+    rng = np.random.default_rng(13)
+    W, x = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((5, 4)).astype(np.float32)
+    report = check_function(mixed, (W, x), jax.grad(mixed), argnums=0)
+    rows = _by_check(report)
+    assert report.passed and "fd_jvp" not in rows and "bfloat16 inside" in rows["vjp"].note
+    half = check_function(mixed, (W, x), lambda W, x: 0.5 * jax.grad(mixed)(W, x), argnums=0)
+    assert _by_check(half)["vjp"].status == "FAIL"
+
+
+def test_a_float32_constant_in_float64_arithmetic_keeps_float64_tolerances():
+    def f(x):
+        return jnp.sum(jnp.sin(x) * jnp.asarray(0.5, jnp.float32))
+
+    report = check_function(f, (np.linspace(-1.0, 1.0, 5),), jax.grad(f))
+    assert report.passed and _by_check(report)["vjp"].tol == 1e-10
+    assert not any("inside" in r.note for r in report.results)
+
+
 # ----------------------------------------------------------------------------- low precision
 
 

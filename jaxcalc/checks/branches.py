@@ -194,6 +194,31 @@ def uses(jaxpr: core.Jaxpr, names: tuple[str, ...]) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def float_dtypes(jaxpr: core.Jaxpr) -> frozenset[np.dtype]:
+    """The floating-point dtypes of the values a jaxpr computes from its inputs, at any depth;
+    cached per jaxpr. A float64 function whose softmax runs in float32 (as
+    ``jax.nn.dot_product_attention``'s does) holds float32 here, so its precision is
+    float32's; a float32 constant that only enters float64 arithmetic does not count."""
+    return frozenset(_computed_floats(jaxpr, tuple(range(len(jaxpr.invars)))))
+
+
+def _computed_floats(jaxpr: core.Jaxpr, live_inputs: tuple[int, ...]) -> set[np.dtype]:
+    live = {jaxpr.invars[i] for i in live_inputs}
+    out: set[np.dtype] = set()
+    for eqn in jaxpr.eqns:
+        if not any(isinstance(v, core.Var) and v in live for v in eqn.invars):
+            continue
+        live.update(eqn.outvars)
+        for v in eqn.outvars:
+            dtype = getattr(v.aval, "dtype", None)
+            if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
+                out.add(np.dtype(dtype))
+        for sub in sub_jaxprs(eqn):  # a body's inputs taken as all live: a safe over-count
+            out |= _computed_floats(sub, tuple(range(len(sub.invars))))
+    return out
+
+
 _GC = {"depth": 0, "was_enabled": False}
 _GC_LOCK = threading.Lock()
 

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jaxcalc.checks.branches import float_dtypes, traced
 from jaxcalc.checks.report import CheckResult, Report
 from jaxcalc.checks.witnesses import Context, witnesses
 from jaxcalc.diagnose import diagnose
@@ -205,12 +206,6 @@ def run_checks(
         raise ValueError(f"mode must be 'full' or 'fast', not {mode!r}")
     wanted = select_checks(checks)
     dtype = np_dtype(dtype)
-    if column(dtype).fd is None:
-        # bfloat16 / float16: a finite difference's step falls below eps, so only the exact
-        # comparisons run (check_function compares against float64 autodiff instead).
-        wanted = wanted - {"fd_jvp", "jacobian_fd", "vjp_fd", "hvp"}
-    col = column(dtype)
-    tols = {k: (tolerances or {}).get(k) or getattr(col, k) or float("inf") for k in ("exact", "fd")}
     with reference_mode(dtype):
         # Host arrays: the witnesses take them as jit arguments, and nothing here runs eagerly
         # on the device (each eager op would compile on its own).
@@ -218,6 +213,14 @@ def run_checks(
             np.asarray(p, dtype) if np.issubdtype(np.asarray(p).dtype, np.floating) else np.asarray(p)
             for p in primals
         )
+        # f's precision is the narrowest float it computes in: its steps and tolerances
+        precision = working_precision(forward, prim, dtype)
+        col = column(precision)
+        if col.fd is None:
+            # bfloat16 / float16: a finite difference's step falls below eps, so only the exact
+            # comparisons run (check_function compares against float64 autodiff instead).
+            wanted = wanted - {"fd_jvp", "jacobian_fd", "vjp_fd", "hvp"}
+        tols = {k: (tolerances or {}).get(k) or getattr(col, k) or float("inf") for k in ("exact", "fd")}
         ctx = Context(
             label or name,
             forward,
@@ -227,10 +230,26 @@ def run_checks(
             np.asarray(ct, dtype),
             tuple(np.asarray(t, dtype) for t in tangents),
             dtype,
+            precision if precision != dtype else None,
         )
         gnames = tuple(grad_names) if grad_names is not None else tuple(f"d{n}" for n in names)
         rows = _checks(ctx, vjp, jvp, chain, mode, wanted, tols, gnames)
+        if precision != dtype:
+            inside = f"f computes in {precision.name} inside: {precision.name} tolerances"
+            inside += ", no finite differences" if col.fd is None else " and steps"
+            rows = (r._replace(note=f"{r.note}; {inside}" if r.note else inside) for r in rows)
         return Report(tuple(notes) + tuple(r for r in rows if r.check in wanted))
+
+
+def working_precision(forward: Callable[..., Any], primals: Sequence[Any], dtype: np.dtype) -> np.dtype:
+    """The narrowest floating-point dtype ``forward`` computes in at ``primals``: ``dtype``
+    itself, or a narrower one its program rounds to inside (a float64 function whose softmax
+    runs in float32, a float32 one that casts to bfloat16). Its rounding bounds the agreement
+    any derivative of f can reach, so its steps and tolerances are the ones that apply."""
+    jaxpr = traced(forward, *primals)[0].jaxpr
+    eps = float(np.finfo(dtype).eps)
+    narrower = [d for d in float_dtypes(jaxpr) if float(np.finfo(d).eps) > eps]
+    return max(narrower, key=lambda d: float(np.finfo(d).eps), default=dtype)
 
 
 REVERSE_NOTE = "f uses a jax.custom_vjp, which has no forward mode: J t, H t from reverse mode"

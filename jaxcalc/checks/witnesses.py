@@ -25,6 +25,7 @@ from jax.flatten_util import ravel_pytree
 from jaxcalc import fd
 from jaxcalc.checks import host
 from jaxcalc.checks.branches import crossed, inlined, paused_gc, traced, uses, with_branches
+from jaxcalc.numerics import fd_base_step
 
 __all__ = [
     "Context",
@@ -101,6 +102,9 @@ class Context(NamedTuple):
     ct: jax.Array
     tangents: tuple[jax.Array, ...]
     dtype: np.dtype
+    # the narrowest float dtype f computes in (its inputs' dtype, or float32 for a float64 f
+    # that rounds to float32 inside): the finite differences' steps and noise are its
+    precision: np.dtype | None = None
 
     def with_diff(self, diff: Sequence[jax.Array]) -> tuple[jax.Array, ...]:
         args = list(self.primals)
@@ -193,15 +197,17 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
     )
     fn = _program(ctx.forward, ctx.diff_idx, vjp, jvp, chain, flags)
     probes = _probes(ctx, directional, full, scalar, split)
-    w = _finish(fn(ctx.primals, ctx.ct, ctx.tangents, probes), probes, flags)
+    eps = float(np.finfo(ctx.precision).eps) if ctx.precision is not None else None
+    w = _finish(fn(ctx.primals, ctx.ct, ctx.tangents, probes), probes, flags, eps)
     w["reverse_only"] = reverse
     return w
 
 
-def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple) -> dict[str, Any]:
+def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple, eps: float | None = None) -> dict[str, Any]:
     """The witnesses from what the program returns, with NumPy on the host (nothing traced):
     the finite differences from f's values at their points, their kink flags, H t, the
-    symmetry sums; columns stacked on the leading axis are moved to the last."""
+    symmetry sums; columns stacked on the leading axis are moved to the last. ``eps`` is the
+    rounding unit of f's values (default: their dtype's)."""
     full, _, scalar, hessian, _, fd_jvp, _, _, _, _ = flags
     w = {k: x for k, x in raw.items() if k not in ("fd_vals", "fd_cross", "grad_at")}
     m_dir = _n_points(probes["moves"]) if "moves" in probes else len(probes.get("rows", ()))
@@ -210,14 +216,14 @@ def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple) -> dict[s
             vals, cross = np.asarray(raw["fd_vals"]), np.asarray(raw["fd_cross"])
         if fd_jvp:
             w["fd_jvp"] = fd.directional_combine(vals[:m_dir], probes["steps"])
-            w["fd_jvp_noise"] = fd.directional_noise(vals[:m_dir], probes["steps"], FD_ROUNDING)
+            w["fd_jvp_noise"] = fd.directional_noise(vals[:m_dir], probes["steps"], FD_ROUNDING, eps)
             w["fd_jvp_kink"] = bool(cross[:m_dir].any())
         if full:
             h = probes["h"]
             n = h.size
             lo, hi = vals[m_dir : m_dir + n], vals[m_dir + n :]
             w["jfd"] = (hi - lo) / (2 * h).astype(vals.dtype).reshape((n,) + (1,) * (vals.ndim - 1))
-            eps = float(np.finfo(vals.dtype).eps)
+            eps = float(np.finfo(vals.dtype).eps) if eps is None else eps
             mag = np.abs(lo).astype(np.float64) + np.abs(hi)
             step2 = (2 * h.astype(np.float64)).reshape((n,) + (1,) * (vals.ndim - 1))
             w["jfd_noise"] = FD_ROUNDING * eps * mag / step2
@@ -225,7 +231,7 @@ def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple) -> dict[s
         if scalar:
             grads = np.asarray(raw["grad_at"])[-m_dir:]  # the gradient at the directional points
             w["hvp_fd"] = fd.directional_combine(grads, probes["steps"])
-            w["hvp_fd_noise"] = fd.directional_noise(grads, probes["steps"], FD_ROUNDING)
+            w["hvp_fd_noise"] = fd.directional_noise(grads, probes["steps"], FD_ROUNDING, eps)
             w["hvp_kink"] = bool(cross[:m_dir].any())
             t = probes["t"]
             if hessian:  # row j of the program's H is H e_j; H t = sum_j t_j H e_j
@@ -254,11 +260,14 @@ def _probes(ctx: Context, directional: bool, full: bool, hessian: bool, split: b
     """
     diff = tuple(np.asarray(d) for d in ctx.diff)
     dtype = np.result_type(*diff) if diff else np.dtype(np.float64)
+    # a function computing in a narrower dtype inside is differenced at that dtype's steps
+    precision = ctx.precision if ctx.precision is not None else dtype
+    wider = fd_base_step(precision) / fd_base_step(dtype)
     out: dict[str, Any] = {}
     with np.errstate(all="ignore"):  # as in a traced program: an inf input gives inf points, silently
         if directional:
             tangents = tuple(np.asarray(t, d.dtype) for d, t in zip(diff, ctx.tangents, strict=True))
-            moves, steps = fd.directional_moves(diff, tangents, (1.0, FINE_STEP))
+            moves, steps = fd.directional_moves(diff, tangents, (wider, wider * FINE_STEP))
             moves = tuple(m.astype(dtype, copy=False) for m in moves)
             if split:
                 out["moves"] = moves
@@ -271,7 +280,7 @@ def _probes(ctx: Context, directional: bool, full: bool, hessian: bool, split: b
             out["t"], out["u"] = t, (np.roll(t, 1) * np.linspace(0.5, 1.5, t.size)).astype(dtype)
         if full:
             typ = np.concatenate([fd.typical_scale(d).reshape(-1) for d in diff]).astype(dtype)
-            out["h"] = (fd.base_step(dtype, JACOBIAN_ORDER) * typ).astype(dtype)
+            out["h"] = (fd.base_step(precision, JACOBIAN_ORDER) * typ).astype(dtype)
     return out
 
 
