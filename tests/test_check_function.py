@@ -136,6 +136,50 @@ def test_a_zero_hessian_away_from_kinks_passes_exactly(dtype, name):
         assert hvp.status == "pass" and hvp.error == 0.0, (seed, hvp)
 
 
+ORDER_STATISTICS = {
+    "sort": lambda x: jnp.sum(jnp.sort(x) * jnp.arange(x.size)),
+    "argsort": lambda x: jnp.sum(x[jnp.argsort(x)] * jnp.arange(x.size)),
+    "top_k": lambda x: jnp.sum(jax.lax.top_k(x, 2)[0] * jnp.array([2.0, 1.0], x.dtype)),
+    "median": lambda x: 3 * jnp.median(x),
+    "cummax": lambda x: jnp.sum(jax.lax.cummax(x) * jnp.arange(x.size)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(ORDER_STATISTICS))
+def test_order_statistics_next_to_a_tie_are_kinks_not_failures(dtype, name):
+    """Two elements closer than the finite difference's step: the stencil swaps their order,
+    which is a kink of sort / top_k / a running max, reported as one. A wrong gradient there
+    still fails its exact comparison."""
+    f = ORDER_STATISTICS[name]
+    gap = 1e-4 if dtype == np.float64 else 3e-3
+    kinks = 0
+    for seed in range(10):
+        x = np.random.default_rng(seed).standard_normal(5)
+        # the largest, so top_k's pair is the near-tie; the middle one for the median
+        x[0] = np.median(x) if name == "median" else x.max() + 0.1
+        x[1] = x[0] + gap * np.random.default_rng(seed + 99).standard_normal()
+        report = check_function(f, (x,), jax.grad(f), dtype=dtype)
+        assert report.passed, (seed, str(report))
+        kinks += any(r.status == "kink" for r in report.results)
+    assert kinks >= 5  # the ties were close enough to be crossed
+    swapped = check_function(f, (x,), lambda x: jax.grad(f)(x)[::-1], dtype=dtype)
+    assert _by_check(swapped)["vjp"].status == "FAIL"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_remainder_next_to_its_jump_is_a_kink(dtype):
+    def f(x):
+        return jnp.sum(jnp.fmod(3 * x, 1.0) ** 2)
+
+    gap = 1e-4 if dtype == np.float64 else 1e-2
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        x = np.round(3 * rng.standard_normal(5)) / 3 + gap * rng.standard_normal(5)
+        report = check_function(f, (x,), jax.grad(f), dtype=dtype)
+        assert report.passed and any(r.status == "kink" for r in report.results), str(report)
+
+
 def test_a_wrong_gradient_next_to_a_kink_still_fails():
     x = np.array([1e-5, -2e-5, 0.7, -1.3, 2.0])
     w = np.array([1.0, 2.0, 0.5, 1.5, 1.0])

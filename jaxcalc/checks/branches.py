@@ -56,6 +56,28 @@ def _to_integer(invals, outs, params):
     return [outs[0]] if rounds else []
 
 
+def _sort_order(invals, outs, params):
+    # which element lands where: a sort's derivative routes each tangent along this
+    # permutation, which changes where two keys cross (a near-tie)
+    dim, keys = params["dimension"], params["num_keys"]
+    iota = lax.broadcasted_iota(np.int32, np.shape(invals[0]), dim)
+    return [lax.sort((*invals[:keys], iota), dimension=dim, num_keys=keys, is_stable=True)[-1]]
+
+
+def _top_k(invals, outs, params):
+    return [outs[1]]  # the indices of the k largest
+
+
+def _running_extreme(invals, outs, params):
+    return [outs[0] == invals[0]]  # where the running max (min) is the element itself
+
+
+def _remainder(invals, outs, params):
+    # x rem y jumps by y where x / y crosses an integer: the quotient's integer part
+    x, y = invals
+    return [lax.round((x - outs[0]) / y)] if jnp.issubdtype(outs[0].dtype, jnp.inexact) else []
+
+
 # Primitive name -> the branch decisions it takes (bool or integer arrays).
 _BRANCHES: dict[str, Callable[..., list]] = {
     **{p: _outputs for p in ("gt", "lt", "ge", "le", "eq", "ne", "sign", "floor", "ceil", "round")},
@@ -67,6 +89,11 @@ _BRANCHES: dict[str, Callable[..., list]] = {
     "reduce_max": _reduce_extreme,
     "reduce_min": _reduce_extreme,
     "convert_element_type": _to_integer,
+    "sort": _sort_order,
+    "top_k": _top_k,
+    "cummax": _running_extreme,
+    "cummin": _running_extreme,
+    "rem": _remainder,
 }
 
 
