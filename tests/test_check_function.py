@@ -172,12 +172,15 @@ def test_a_remainder_next_to_its_jump_is_a_kink(dtype):
     def f(x):
         return jnp.sum(jnp.fmod(3 * x, 1.0) ** 2)
 
-    gap = 1e-4 if dtype == np.float64 else 1e-2
+    gap = 1e-4 if dtype == np.float64 else 2e-3
+    kinks = 0
     for seed in range(5):
         rng = np.random.default_rng(seed)
         x = np.round(3 * rng.standard_normal(5)) / 3 + gap * rng.standard_normal(5)
         report = check_function(f, (x,), jax.grad(f), dtype=dtype)
-        assert report.passed and any(r.status == "kink" for r in report.results), str(report)
+        assert report.passed, str(report)
+        kinks += any(r.status == "kink" for r in report.results)
+    assert kinks >= 3
 
 
 def test_a_wrong_gradient_next_to_a_kink_still_fails():
