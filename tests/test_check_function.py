@@ -183,6 +183,21 @@ def test_a_remainder_next_to_its_jump_is_a_kink(dtype):
     assert kinks >= 3
 
 
+def test_a_straight_through_estimator_fails_its_finite_differences_saying_why():
+    def f(x):  # round in the forward pass, the identity's gradient in the backward one
+        return jnp.sum((x + jax.lax.stop_gradient(jnp.round(x) - x)) ** 2)
+
+    x = np.array([0.3, -1.2, 2.6, 0.9])
+    rows = _by_check(check_function(f, (x,), jax.grad(f)))
+    assert rows["vjp"].status == "pass"
+    assert rows["jacobian_fd"].status == "FAIL" and "stop_gradient" in rows["jacobian_fd"].note
+
+    def smooth(x):  # a stop_gradient that leaves the derivative alone: no note anywhere
+        return jax.nn.logsumexp(x) + jnp.sum(jnp.sin(x))
+
+    assert not any("stop_gradient" in r.note for r in check_function(smooth, (x,), jax.grad(smooth)).results)
+
+
 def test_a_wrong_gradient_next_to_a_kink_still_fails():
     x = np.array([1e-5, -2e-5, 0.7, -1.3, 2.0])
     w = np.array([1.0, 2.0, 0.5, 1.5, 1.0])

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxcalc.checks.branches import float_dtypes, traced
+from jaxcalc.checks.branches import float_dtypes, traced, uses
 from jaxcalc.checks.report import CheckResult, Report
 from jaxcalc.checks.witnesses import Context, witnesses
 from jaxcalc.diagnose import diagnose
@@ -252,6 +252,12 @@ def working_precision(forward: Callable[..., Any], primals: Sequence[Any], dtype
     return max(narrower, key=lambda d: float(np.finfo(d).eps), default=dtype)
 
 
+# The rows that compare a derivative with a finite difference of f (or of its gradient)
+FD_ROWS = ("fd_jvp", "jacobian_fd", "vjp_fd", "hvp")
+STOP_NOTE = (
+    "f uses stop_gradient: where that is meant (a straight-through estimator), autodiff is not "
+    "f's derivative and no finite difference agrees with it"
+)
 REVERSE_NOTE = "f uses a jax.custom_vjp, which has no forward mode: J t, H t from reverse mode"
 # The rows whose autodiff side comes from reverse mode alone where f uses a jax.custom_vjp
 REVERSE_ROWS = ("fd_jvp", "hvp", "hessian_symmetry", "dot_identity")
@@ -262,9 +268,15 @@ def _checks(ctx: Context, vjp, jvp, chain, mode: str, wanted, tols, gnames):
     jax.custom_vjp) say so where they have no note of their own."""
     w = witnesses(ctx, vjp, jvp, chain, mode, wanted)
     reverse = w.pop("reverse_only", False)
+    stops = None  # whether f stops a gradient: asked only once a finite difference disagrees
     for r in _rows(ctx, w, tols, gnames, getattr(vjp, "traceable", True)):
         if reverse and r.check in REVERSE_ROWS and r.status != "kink":
             r = r._replace(note=r.note or REVERSE_NOTE)
+        if r.status == "FAIL" and r.check in FD_ROWS:
+            if stops is None:
+                stops = uses(traced(ctx.forward, *ctx.primals)[0].jaxpr, ("stop_gradient",))
+            if stops:
+                r = r._replace(note=f"{r.note}; {STOP_NOTE}" if r.note else STOP_NOTE)
         yield r
 
 
