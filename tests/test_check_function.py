@@ -660,3 +660,54 @@ def test_a_custom_vjp_is_checked_in_reverse_mode(mode):
     # a vector output: J t from the Jacobian's rows
     assert not check_function(lambda x: 2 * wrong(x), (x,), mode=mode).passed
     assert check_function(lambda x: 2 * right(x), (x,), mode=mode).passed
+
+
+def _sine_rule(slope):
+    @jax.custom_jvp
+    def s(x):
+        return jnp.sin(x)
+
+    s.defjvp(lambda p, t: (jnp.sin(p[0]), slope * jnp.cos(p[0]) * t[0]))
+    return s
+
+
+def _iterate(step, x, stop=3.0):
+    """x through step while a counter is below stop: a while_loop that carries a tangent."""
+    return jax.lax.while_loop(lambda c: c[1] < stop, lambda c: (step(c[0]), c[1] + 1.0), (x, 0.0))[0]
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_a_while_loop_is_checked_in_forward_mode(mode):
+    # JAX cannot transpose a while_loop that carries a tangent: the gradient, VJP and Jacobian
+    # come from forward mode, the rows say so, and a wrong rule or gradient still fails.
+    rng = np.random.default_rng(1)
+    W, x = rng.standard_normal((3, 3)), rng.standard_normal((2, 3))
+    right, wrong = _sine_rule(1.0), _sine_rule(1.05)
+
+    def loss(W, x, s=right):
+        return jnp.sum(_iterate(lambda h: s(h @ W), x) ** 2)
+
+    grad = jax.jacfwd(loss)
+    for grad_fn in (None, grad):
+        report = check_function(loss, (W, x), grad_fn, argnums=0, mode=mode)
+        assert report.passed, report
+        assert "no reverse mode" in _by_check(report)["dot_identity"].note
+    rows = _by_check(check_function(lambda W, x: loss(W, x, wrong), (W, x), argnums=0, mode=mode))
+    assert rows["fd_jvp"].status == "FAIL"
+    if mode == "full":
+        assert rows["jacobian_fd"].status == "FAIL" and rows["jacobian_fd"].b_label == "jacfwd"
+    with pytest.raises(AssertionError, match=r"^vjp FAIL at W\[1, 2\]"):
+        assert_grads(loss, (W, x), lambda W, x: grad(W, x).at[1, 2].mul(1.01), argnums=0, mode=mode)
+    # a vector output: its VJP from jacfwd's columns
+    assert check_function(lambda W, x: _iterate(lambda h: right(h @ W), x), (W, x), argnums=0, mode=mode).passed
+    assert not check_function(lambda W, x: _iterate(lambda h: wrong(h @ W), x), (W, x), argnums=0, mode=mode).passed
+
+
+def test_a_while_loop_that_carries_no_tangent_keeps_reverse_mode():
+    def f(x):  # the loop only counts: reverse mode works and no row says otherwise
+        n = jax.lax.while_loop(lambda c: c < 3.0, lambda c: c + 1.0, 0.0)
+        return n * jnp.sum(jnp.sin(x))
+
+    report = check_function(f, (np.linspace(-1.0, 1.0, 4),), jax.grad(f))
+    assert report.passed and not any("reverse mode" in r.note for r in report.results)
+    assert _by_check(report)["jacobian_fd"].b_label == "jacrev"

@@ -258,6 +258,9 @@ STOP_NOTE = (
     "f uses stop_gradient: where that is meant (a straight-through estimator), autodiff is not "
     "f's derivative and no finite difference agrees with it"
 )
+FORWARD_NOTE = "f's while_loop has no reverse mode: gradient, VJP, Jacobian from jacfwd"
+# The rows whose autodiff side comes from forward mode alone where f's while_loop has no transpose
+FORWARD_ROWS = ("vjp", "jacobian_fd", "dot_identity", "hvp", "hessian_symmetry")
 REVERSE_NOTE = "f uses a jax.custom_vjp, which has no forward mode: J t, H t from reverse mode"
 # The rows whose autodiff side comes from reverse mode alone where f uses a jax.custom_vjp
 REVERSE_ROWS = ("fd_jvp", "hvp", "hessian_symmetry", "dot_identity")
@@ -267,11 +270,15 @@ def _checks(ctx: Context, vjp, jvp, chain, mode: str, wanted, tols, gnames):
     """Every row, from one witness program; the rows computed in reverse mode only (f uses a
     jax.custom_vjp) say so where they have no note of their own."""
     w = witnesses(ctx, vjp, jvp, chain, mode, wanted)
-    reverse = w.pop("reverse_only", False)
+    reverse, forward_only = w.pop("reverse_only", False), w.pop("forward_only", False)
     stops = None  # whether f stops a gradient: asked only once a finite difference disagrees
     for r in _rows(ctx, w, tols, gnames, getattr(vjp, "traceable", True)):
         if reverse and r.check in REVERSE_ROWS and r.status != "kink":
             r = r._replace(note=r.note or REVERSE_NOTE)
+        if forward_only and r.check == "jacobian_fd":  # its autodiff Jacobian is jacfwd's
+            r = r._replace(b_label="jacfwd")
+        if forward_only and r.check in FORWARD_ROWS and r.status != "kink":
+            r = r._replace(note=r.note or FORWARD_NOTE)
         if r.status == "FAIL" and r.check in FD_ROWS:
             if stops is None:
                 stops = uses(traced(ctx.forward, *ctx.primals)[0].jaxpr, ("stop_gradient",))

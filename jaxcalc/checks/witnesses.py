@@ -76,6 +76,11 @@ ONE_AT_A_TIME = ("conv_general_dilated",)
 # J t comes from the gradient (or the Jacobian's rows), H t from reverse over the gradient,
 # and there is no jacfwd to compare with jacrev.
 REVERSE_ONLY = ("custom_vjp_call", "custom_vjp_call_jaxpr")
+# Primitives that may leave JAX no reverse mode: a lax.while_loop carrying a tangent cannot be
+# transposed. Where f's pullback cannot be built (see _has_reverse), every derivative comes
+# from forward mode: the gradient, VJP and Jacobian from jacfwd's columns (so there is no
+# jacrev to compare jacfwd with), H t from forward over that gradient.
+FORWARD_ONLY = ("while",)
 # Jacobian columns evaluated together (vmapped) before moving to the next chunk.
 COLUMN_BATCH = 512
 # Truncation order of the per-element FD Jacobian: the 2-evaluation central difference. At its
@@ -180,7 +185,8 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
     per_input = len(ctx.diff) > 1 and uses(f_jaxpr.jaxpr, ONE_AT_A_TIME)
     # JAX has no forward mode through a custom_vjp: every derivative then comes from reverse mode
     reverse = uses(f_jaxpr.jaxpr, REVERSE_ONLY)
-    jacfwd = jacfwd and not reverse
+    forward_only = not reverse and uses(f_jaxpr.jaxpr, FORWARD_ONLY) and not _has_reverse(ctx)
+    jacfwd = jacfwd and not reverse and not forward_only
     joint = scalar and hessian and n_in <= COLUMN_BATCH and not per_input
     split = directional and not joint and (per_input or (not quick and len(ctx.diff) <= SPLIT_INPUTS))
     flags = (
@@ -194,13 +200,31 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
         split,
         per_input,
         reverse,
+        forward_only,
     )
     fn = _program(ctx.forward, ctx.diff_idx, vjp, jvp, chain, flags)
     probes = _probes(ctx, directional, full, scalar, split)
     eps = float(np.finfo(ctx.precision).eps) if ctx.precision is not None else None
     w = _finish(fn(ctx.primals, ctx.ct, ctx.tangents, probes), probes, flags, eps)
-    w["reverse_only"] = reverse
+    w["reverse_only"], w["forward_only"] = reverse, forward_only
     return w
+
+
+def _has_reverse(ctx: Context) -> bool:
+    """Whether JAX can pull back through f at ctx's inputs (shapes only: nothing is run)."""
+    f = inlined(ctx.forward, *ctx.primals)
+
+    def pullback(diff):
+        out, pull = jax.vjp(lambda *d: f(*ctx.with_diff(d)), *diff)
+        return pull(out)
+
+    try:
+        jax.eval_shape(pullback, ctx.diff)
+    except ValueError as e:  # a while loop carrying a tangent: JAX says reverse mode is out
+        if "Reverse-mode differentiation does not work" not in str(e):
+            raise
+        return False
+    return True
 
 
 def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple, eps: float | None = None) -> dict[str, Any]:
@@ -208,7 +232,7 @@ def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple, eps: floa
     the finite differences from f's values at their points, their kink flags, H t, the
     symmetry sums; columns stacked on the leading axis are moved to the last. ``eps`` is the
     rounding unit of f's values (default: their dtype's)."""
-    full, _, scalar, hessian, _, fd_jvp, _, _, _, _ = flags
+    full, _, scalar, hessian, _, fd_jvp, *_ = flags
     w = {k: x for k, x in raw.items() if k not in ("fd_vals", "fd_cross", "grad_at")}
     m_dir = _n_points(probes["moves"]) if "moves" in probes else len(probes.get("rows", ()))
     with np.errstate(all="ignore"):
@@ -481,7 +505,7 @@ def _placement(closed: Any, executor: str) -> tuple[bool, tuple[float, float] | 
 def _program(forward, diff_idx, vjp, jvp, chain, flags):
     from jaxcalc.chain import chain_rule_product
 
-    full, jacfwd, scalar, hessian, quick, fd_jvp, chained, split, per_input, reverse = flags
+    full, jacfwd, scalar, hessian, quick, fd_jvp, chained, split, per_input, reverse, forward_only = flags
 
     def compute(primals, ct, tangents, probes):
         # f and the handwritten derivative are each traced once (and kept: branches.traced);
@@ -506,6 +530,12 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
         else:
             out, lin = jax.linearize(c.f_diff, *diff)
             pull = jax.linear_transpose(lin, *diff)
+        if forward_only:  # no transpose: the pullback from jacfwd's columns, J^T c = sum_j c_j J_j
+            cols = basis_columns(lambda e: ravel_pytree(lin(*unravel(e)))[0], n, v.dtype)  # (n, out.size)
+
+            def pull(c_out):
+                return unravel(cols @ jnp.reshape(c_out, -1).astype(cols.dtype))
+
         if out.ndim == 0:  # a scalar's pullback is ct times its gradient: one transpose serves both
             grad1 = pull(jnp.ones_like(out))
             w["ad_vjp"] = tuple(ct * g for g in grad1)
@@ -516,7 +546,9 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
         if hand is not None:
             w["hw_vjp"] = tuple(hand(primals, ct))
         rows = None  # jacrev's rows: the pullback of each output basis vector, built once
-        if out.ndim and (full or lin is None):
+        if forward_only:
+            rows = cols.T
+        elif out.ndim and (full or lin is None):
             rows = jax.vmap(lambda e: ravel_pytree(pull(e.reshape(out.shape)))[0])(_eye(out.size, out.dtype))
         if lin is not None:
             w["ad_jvp"] = lin(*tangents)
@@ -581,6 +613,10 @@ def _program(forward, diff_idx, vjp, jvp, chain, flags):
                 def grad_leaves(*d):
                     one = jnp.ones((), v.dtype)
                     return ravel_pytree(tuple(hand(c.with_diff(d), one)))[0]
+            elif forward_only:  # the gradient from jacfwd, H t by forward over it
+
+                def grad_leaves(*d):
+                    return ravel_pytree(jax.jacfwd(c.f_diff, argnums=tuple(range(len(d))))(*d))[0]
             else:
 
                 def grad_leaves(*d):
