@@ -44,7 +44,10 @@ def _span(plural: str, singular: str, lo: int, hi: int) -> str:
 
 
 def _edge_note(lo: int, hi: int, n: int) -> tuple[str, int | None]:
-    """Words for the edges of the block [lo, hi] of n, naming tile boundaries; and the tile."""
+    """Words for the edges of the block [lo, hi] of n, naming tile boundaries; and the tile.
+
+    Edges at no tile's multiple suggest a mask or padding edge only for a block of more than
+    one index: a single wrong element in a short vector is just that."""
     notes, odd, tile = [], [], None
     for b in (lo, hi + 1):
         if not 0 < b < n:
@@ -57,7 +60,7 @@ def _edge_note(lo: int, hi: int, n: int) -> tuple[str, int | None]:
         else:
             notes.append(f"a tile boundary at {b}?")
         tile = tile or t
-    if odd:
+    if odd and hi > lo:  # a block; one wrong index is no mask's edge to speak of
         edges = f"an edge at {odd[0]}" if len(odd) == 1 else f"edges at {' and '.join(odd)}"
         notes.append(f"{edges} (no multiple of {TILES[-1]}): a mask or padding edge?")
     return "; ".join(notes), tile

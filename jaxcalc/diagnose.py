@@ -168,8 +168,14 @@ def _nonfinite(ctx: _Ctx, th: Mapping[str, float]) -> Diagnosis | None:
     what = ", ".join(f"{int(m.sum())} {label}" for m, label in kinds if m.any())
     loc = _locate.describe(bad)
     masked = [n for n, m in _masks(ctx) if (bad <= m).all()]
-    rest = "the other elements are right" if not (ctx.wrong & ~bad).any() else "other elements are wrong too"
-    line = f"non-finite: {what} at {loc.where}; {rest}"
+    if bad.all():
+        line = f"non-finite: {what}, every element"
+    else:
+        rest = "the other elements are right" if not (ctx.wrong & ~bad).any() else "other elements are wrong too"
+        line = f"non-finite: {what} at {loc.where}; {rest}"
+    both_nan = bad & np.isnan(g) & np.isnan(ctx.expected)
+    if both_nan.any():
+        line += "; expected is NaN there too: is f itself finite at these arguments?"
     if masked:
         line += f"; all where input '{masked[0]}' is masked: a fully masked row or exp(-inf - -inf)?"
     return Diagnosis(

@@ -354,6 +354,29 @@ def test_checks_are_selected_by_a_comma_separated_string():
         check_function(f, (x,), jax.grad(f), checks="vjp,hpv")
 
 
+def test_an_asymmetric_handwritten_hessian_is_not_called_transposed():
+    def f(x):
+        return jnp.sum(x[0] * x[1] * x)
+
+    def not_a_gradient(x):  # d/dx0 of the true gradient kept, its mirror image dropped
+        return jnp.array([2 * x[1], 0.0, 0.0])
+
+    rows = _by_check(check_function(f, (np.array([1.0, 2.0, 3.0]),), not_a_gradient))
+    sym = rows["hessian_symmetry"]
+    assert sym.status == "FAIL" and "not symmetric" in sym.diagnosis and "transposed" not in sym.diagnosis
+
+
+def test_a_function_that_is_nan_at_its_arguments_says_so():
+    def f(x):
+        return jnp.sum(jnp.sqrt(x))
+
+    with pytest.raises(AssertionError) as info:
+        assert_grads(f, (np.array([-1.0, 2.0, 3.0]),), jax.grad(f))
+    first = str(info.value).splitlines()[:2]
+    assert first[0].startswith("vjp FAIL at x[0]: handwritten vs autodiff, nan vs nan")
+    assert "is f itself finite at these arguments?" in first[1]
+
+
 def test_transposed_gradient_is_reported_as_transposed():
     rng = np.random.default_rng(4)
     W, x = rng.standard_normal((4, 2)), rng.standard_normal((6, 4))

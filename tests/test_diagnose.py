@@ -216,6 +216,25 @@ def test_locations_name_tile_edges():
     assert diagnose(noise, e).kind == "none"
 
 
+def test_odd_edges_suggest_a_mask_for_blocks_only():
+    e = np.random.default_rng(2).normal(size=40)
+    g = e.copy()
+    g[5:23] *= 2  # a block with edges at 5 and 23: a mask's or padding's
+    assert "a mask or padding edge?" in diagnose(g, e).line
+    g = e.copy()
+    g[2] *= 1.1  # one element: nothing about masks
+    line = diagnose(g, e).line
+    assert line.startswith("element 2 of 40 wrong") and "mask" not in line
+
+
+def test_non_finite_diagnoses_say_every_element_and_a_nan_expectation():
+    e = np.arange(1.0, 5.0)
+    line = diagnose(np.full(4, np.nan), e).line
+    assert line == "non-finite: 4 NaN, every element"
+    both = diagnose(np.array([np.nan, 2.0, 3.0]), np.array([np.nan, 2.0, 3.0])).line
+    assert "the other elements are right" in both and "expected is NaN there too" in both
+
+
 def test_named_factors_follow_the_instance_dims():
     e = np.random.default_rng(2).normal(size=(6, 5))
     assert "1/N (N=6)" in diagnose(e / 6, e, dims={"N": 6, "D": 5}).fields["names"]

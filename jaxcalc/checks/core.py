@@ -449,6 +449,12 @@ def _hessian_checks(ctx: Context, w, note: str, tols, in_el):
         worst = Worst(abs(a - b) / max(sc, 1e-300), "<u, H t>", a, b)
         a_label, b_label = f"<u, H t> ({g})", "<t, H u>"
     res = _result(ctx, "hessian_symmetry", a_label, b_label, worst, "exact", tols)
+    if res.status == "FAIL" and np.isfinite(res.error):  # H vs H^T: "transposed" says nothing
+        whose = "the handwritten gradient's" if not note else "autodiff's"
+        res = res._replace(
+            diagnosis=f"{whose} Jacobian is not symmetric: no function has it as its gradient "
+            f"(a term left out of, or doubled in, some entries?)"
+        )
     yield res._replace(note=note) if note and res.passed else res
 
 

@@ -34,8 +34,8 @@ class CheckResult(NamedTuple):
 
     def values(self) -> str:
         """Both values at the worst element, or the note where values mean nothing."""
-        if math.isnan(self.a_value) and math.isnan(self.b_value):
-            return self.note
+        if math.isnan(self.a_value) and math.isnan(self.b_value) and self.note:
+            return self.note  # a row with no values to show (a misshapen gradient)
         text = f"{self.a_value:.10g} vs {self.b_value:.10g}"
         return f"{text} ({self.note})" if self.note else text
 
