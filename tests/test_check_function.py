@@ -734,3 +734,13 @@ def test_a_while_loop_that_carries_no_tangent_keeps_reverse_mode():
     report = check_function(f, (np.linspace(-1.0, 1.0, 4),), jax.grad(f))
     assert report.passed and not any("reverse mode" in r.note for r in report.results)
     assert _by_check(report)["jacobian_fd"].b_label == "jacrev"
+
+
+def test_a_function_that_returns_no_single_float_array_is_a_one_line_error():
+    x = np.linspace(-1.0, 1.0, 3)
+    with pytest.raises(ValueError, match="^f must return one array, but it returns a tuple"):
+        check_function(lambda a: (jnp.sum(a), a), (x,))
+    with pytest.raises(ValueError, match="^f must return one array, but it returns a dict"):
+        check_function(lambda a: {"loss": jnp.sum(a)}, (x,))
+    with pytest.raises(ValueError, match="^f must return floats, but it returns int"):
+        check_function(lambda a: jnp.argmax(a), (x,))

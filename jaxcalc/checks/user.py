@@ -274,6 +274,11 @@ def check_function(
     with reference_mode(dtype if not col.low else "float32"):
         sample = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
         f_jaxpr, out = traced(flat_f, *sample)
+        if not isinstance(out, jax.ShapeDtypeStruct):
+            kind = type(out).__name__
+            raise ValueError(f"f must return one array, but it returns a {kind}; check each output on its own")
+        if not _float_dtype(np.dtype(out.dtype)):
+            raise ValueError(f"f must return floats, but it returns {np.dtype(out.dtype).name}")
         if grad_fn is not None and out.shape != ():
             raise ValueError(f"grad_fn needs a scalar f, but f returns shape {out.shape}; give vjp_fn")
         # Probes from NumPy's seeded generator: as reproducible as jax.random, and drawing them
