@@ -285,6 +285,9 @@ def test_cli_export_json_and_errors(tmp_path: Path, cli: Callable[..., tuple[int
         ),
         ([str(tmp_path / "x"), "--dims", "attention.Tq"], "expected CASE.DIM=N"),
         ([str(tmp_path / "no" / "such" / "g")], "parent directory"),
+        ([str(tmp_path / "afile" / "g")], "afile is not a directory"),
+        ([str(tmp_path / "x"), "--cases", "nosuch"], "unknown case 'nosuch'; see 'jaxcalc cases'"),
     ):
+        (tmp_path / "afile").touch()
         rc, out, err = cli("export", *args)
         assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1

@@ -413,3 +413,19 @@ def test_json_output_keeps_links_and_writes_fifos_in_place(golden: Path, tmp_pat
     proc = _jaxcalc("verify", golden, "--impl", impl, "--cases", "square", "--json", fifo)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: cannot write"), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and fifo.is_fifo()
+
+
+def test_a_case_file_replaced_by_a_link_or_a_fifo_is_named_so_unread(golden: Path, tmp_path: Path) -> None:
+    import shutil
+
+    impl = tmp_path / "impl.py"
+    impl.write_text("def square(inputs, c):\n    return inputs['x'] ** 2, {'x': 2 * inputs['x'] * c}\n")
+    for kind, msg in (("link", "is a symbolic link, not the file itself"), ("fifo", "is not a regular file")):
+        copy = tmp_path / f"golden-{kind}"
+        shutil.copytree(golden, copy)
+        case = copy / "cases" / "square.json"
+        kept = tmp_path / f"square-{kind}.json"
+        case.rename(kept)
+        case.symlink_to(kept) if kind == "link" else os.mkfifo(case)  # a FIFO nobody writes: no hang
+        proc = _jaxcalc("verify", copy, "--impl", impl, "--cases", "square")
+        _one_error_line(proc.returncode, proc.stderr, f"cases/square.json {msg}")

@@ -771,7 +771,7 @@ def get_case(name: str) -> Case:
     try:
         return REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see 'jaxcalc cases'"
         raise UnknownCaseError(f"unknown case {name!r}{hint}") from None
 

@@ -233,11 +233,21 @@ def _listed_paths(manifest: Any) -> set[str]:
     return found
 
 
+def _check_parent(dest: Path) -> None:
+    """ExportError unless dest's parent is a directory (saying what it is otherwise)."""
+    parent = dest.parent
+    if parent.is_dir():
+        return
+    if parent.exists() or parent.is_symlink():
+        what = "a broken symbolic link" if not parent.exists() else "not a directory"
+        raise ExportError(f"cannot write {dest}: {parent} is {what}")
+    raise ExportError(f"cannot write {dest}: parent directory {parent} does not exist")
+
+
 def _check_destination(dest: Path, force: bool) -> None:
     """Refuse a destination that ``--force`` would damage: only an empty directory or a whole
     golden set (a manifest of this format, with nothing beside its own files) may be replaced."""
-    if not dest.parent.is_dir():
-        raise ExportError(f"cannot write {dest}: parent directory {dest.parent} does not exist")
+    _check_parent(dest)
     if not dest.exists():
         return
     if not dest.is_dir():
@@ -282,8 +292,7 @@ def export_golden(
     """
     dest = Path(os.path.abspath(dest))
     todo = [instance(i) if isinstance(i, Case) else i for i in instances]
-    if not dest.parent.is_dir():
-        raise ExportError(f"cannot write {dest}: parent directory {dest.parent} does not exist")
+    _check_parent(dest)
     try:
         with safety.dir_lock(dest):  # one export per destination at a time; the loser fails here
             return _export_locked(dest, todo, force, progress, workers)

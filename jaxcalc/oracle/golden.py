@@ -287,7 +287,7 @@ def select_entries(
     for item in cases or ():
         if item not in ids and item not in names:
             valid = sorted(names | set(ids))
-            close = difflib.get_close_matches(item, valid, n=3, cutoff=0.5)
+            close = difflib.get_close_matches(item, valid, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise GoldenError(f"{item!r} is neither a case nor an instance of this golden set{hint}")
     chosen = [
@@ -314,7 +314,7 @@ def load_golden(root: str | Path, names: Sequence[str] | None = None) -> GoldenS
     entries = {e["id"]: e for e in manifest["instances"]}
     for name in names or ():
         if name not in entries:
-            close = difflib.get_close_matches(name, entries, n=3, cutoff=0.5)
+            close = difflib.get_close_matches(name, entries, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else f" (see {MANIFEST})"
             raise GoldenError(f"instance {name!r} is not in the golden set {root}{hint}")
     for entry in entries.values():
@@ -332,7 +332,10 @@ def _check_file(root: Path, f: dict[str, Any]) -> None:
     The size is checked before reading (a huge file is refused unread); the hash reads in chunks.
     """
     path = root / f["path"]
-    _need(path.is_file(), f"{root}: {f['path']} is missing")
+    # a link (even to a good copy) or a FIFO is refused unread: a golden set holds its own files
+    _need(not path.is_symlink(), f"{root}: {f['path']} is a symbolic link, not the file itself")
+    _need(path.exists(), f"{root}: {f['path']} is missing")
+    _need(path.is_file(), f"{root}: {f['path']} is not a regular file")
     size = path.stat().st_size
     expected = f.get("bytes")
     if expected is not None:
