@@ -429,3 +429,21 @@ def test_a_case_file_replaced_by_a_link_or_a_fifo_is_named_so_unread(golden: Pat
         case.symlink_to(kept) if kind == "link" else os.mkfifo(case)  # a FIFO nobody writes: no hang
         proc = _jaxcalc("verify", copy, "--impl", impl, "--cases", "square")
         _one_error_line(proc.returncode, proc.stderr, f"cases/square.json {msg}")
+
+
+def test_a_huge_reply_is_refused_before_it_is_serialised(golden: Path, tmp_path: Path) -> None:
+    from jaxcalc.oracle.safety import MAX_REPLY_NUMBERS
+
+    impl = tmp_path / "impl.py"
+    impl.write_text(
+        "import numpy as np\n"
+        f"def square(inputs, c):\n    return np.zeros({MAX_REPLY_NUMBERS} + 1), {{'x': 2 * inputs['x'] * c}}\n"
+        "def poly_xy(inputs, c):\n"
+        "    x, y = inputs['x'], inputs['y']\n"
+        "    return 3 * x * x + 2 * y, {'x': 6 * x * c, 'y': 2 * c + 0 * y}\n"
+    )
+    report = tmp_path / "report.json"
+    proc = _jaxcalc("verify", golden, "--impl", impl, "--json", report)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    text = report.read_text()
+    assert "over the limit of" in text and json.loads(text)["passed"] >= 1

@@ -28,7 +28,7 @@ import numpy as np
 
 if __package__:
     from jaxcalc.oracle.arrays import ArrayFormatError, as_numpy, decode_array, encode_array
-    from jaxcalc.oracle.safety import LimitError, loads_bounded, one_line
+    from jaxcalc.oracle.safety import MAX_REPLY_NUMBERS, LimitError, loads_bounded, one_line
 else:
     # Started by path (as verify does): load the sibling modules by file, so the worker does not
     # import the jaxcalc package, and JAX with it, unless the implementation itself does; and put
@@ -51,6 +51,7 @@ else:
         _arrays.encode_array,
     )
     LimitError, loads_bounded, one_line = _safety.LimitError, _safety.loads_bounded, _safety.one_line
+    MAX_REPLY_NUMBERS = _safety.MAX_REPLY_NUMBERS
 
 __all__ = ["load_module", "answer", "main"]
 
@@ -110,8 +111,14 @@ def answer(module: types.ModuleType, request: Any) -> dict[str, Any]:
     try:
         if not (isinstance(result, tuple | list) and len(result) == 2 and isinstance(result[1], Mapping)):
             raise TypeError(f"returned {type(result).__name__}, expected a pair (value, {{name: vjp}})")
-        value = encode_array(_to_numpy(result[0], "value"))
-        vjp = {str(k): encode_array(_to_numpy(v, f"vjp[{k!r}]")) for k, v in result[1].items()}
+        arrays = {"value": _to_numpy(result[0], "value")}
+        arrays.update({f"vjp[{k!r}]": _to_numpy(v, f"vjp[{k!r}]") for k, v in result[1].items()})
+        # counted before any is encoded: a huge reply is refused, never serialised
+        numbers = sum(int(a.size) for a in arrays.values())
+        if numbers > MAX_REPLY_NUMBERS:
+            raise ValueError(f"the reply holds {numbers} numbers, over the limit of {MAX_REPLY_NUMBERS}")
+        value = encode_array(arrays.pop("value"))
+        vjp = {str(k): encode_array(a) for k, a in zip(result[1], arrays.values(), strict=True)}
     except (TypeError, ValueError, ArrayFormatError) as exc:
         return {"id": rid, "error": f"{case}: {exc}"}
     return {"id": rid, "value": value, "vjp": vjp}
