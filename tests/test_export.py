@@ -291,3 +291,13 @@ def test_cli_export_json_and_errors(tmp_path: Path, cli: Callable[..., tuple[int
         (tmp_path / "afile").touch()
         rc, out, err = cli("export", *args)
         assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_case_file_larger_than_the_reader_takes_is_not_written(tmp_path: Path, monkeypatch) -> None:
+    from jaxcalc.oracle import safety
+
+    monkeypatch.setattr(safety, "MAX_CASE_FILE_BYTES", 500)
+    dest = tmp_path / "g"
+    with pytest.raises(ExportError, match=r"square: its case file square\.json would be [\d,]+ bytes, over the 500-byte"):
+        export_golden(dest, [get_case("square")])
+    assert not dest.exists() and not list(tmp_path.iterdir())

@@ -326,6 +326,12 @@ def _export_locked(
                 doc.update(nested)
                 hashes = {}
                 for ext, data in (("json", dumps(doc).encode()), ("npz", npz_bytes(arrays))):
+                    if len(data) > safety.MAX_CASE_FILE_BYTES:  # a set verify would refuse to read
+                        raise ExportError(
+                            f"{iid}: its case file {iid}.{ext} would be {len(data):,} bytes, over the "
+                            f"{safety.MAX_CASE_FILE_BYTES:,}-byte limit a golden set's reader takes; "
+                            "choose smaller dims"
+                        )
                     path = tmp / "cases" / f"{iid}.{ext}"
                     _write(path, data)
                     hashes[ext] = (sha256_file(path), len(data))
