@@ -747,6 +747,7 @@ def test_a_function_that_returns_no_single_float_array_is_a_one_line_error():
 
 
 def test_the_compilation_cache_is_opt_in_and_fills_its_folder(tmp_path):
+    import os
     import subprocess
     import sys
     import textwrap
@@ -758,7 +759,7 @@ def test_the_compilation_cache_is_opt_in_and_fills_its_folder(tmp_path):
         assert jax.config.jax_compilation_cache_dir is None  # nothing is cached unless asked
         folder = use_compilation_cache({str(tmp_path / "xla")!r})
 
-        def f(x, k):  # a convolution: compiled by XLA, not run on the host
+        def f(x, k):  # compiled by XLA (JAXCALC_WITNESS=xla), not run on the host
             y = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW"))
             return jnp.sum(y ** 2)
 
@@ -768,6 +769,7 @@ def test_the_compilation_cache_is_opt_in_and_fills_its_folder(tmp_path):
         print(len(list(folder.iterdir())))
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "JAXCALC_WITNESS": "xla"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout.split()[-1]) >= 1

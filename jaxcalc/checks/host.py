@@ -148,6 +148,109 @@ def _dot_general(lhs, rhs, *, dimension_numbers, preferred_element_type=None, **
     return np.matmul(a, b).reshape((*batch, *m, *n))
 
 
+def _conv(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+          feature_group_count, batch_group_count, preferred_element_type=None, **_):
+    """XLA's ConvGeneralDilated: lhs dilated then padded, the dilated kernel slid with strides,
+    features split into ``feature_group_count`` groups and the batch into ``batch_group_count``
+    (group-major), as JAX's transposes of a grouped convolution use it."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    lspec, rspec, ospec = (tuple(int(d) for d in spec) for spec in dimension_numbers)
+    dtype = np.result_type(lhs.dtype, rhs.dtype) if preferred_element_type is None else preferred_element_type
+    x = np.transpose(lhs, lspec).astype(dtype, copy=False)  # (N, C, *spatial)
+    w = np.transpose(rhs, rspec).astype(dtype, copy=False)  # (O, I, *kernel)
+    nsp = x.ndim - 2
+    zero = np.zeros((), dtype)
+    grow = [(int(lo), int(hi), int(d) - 1) for (lo, hi), d in zip(padding, lhs_dilation, strict=True)]
+    x = _pad(x, zero, padding_config=[(0, 0, 0), (0, 0, 0), *grow])
+    if any(int(d) > 1 for d in rhs_dilation):
+        w = _pad(w, zero, padding_config=[(0, 0, 0), (0, 0, 0), *((0, 0, int(d) - 1) for d in rhs_dilation)])
+    spatial = tuple(range(2, 2 + nsp))
+    win = sliding_window_view(x, w.shape[2:], axis=spatial)  # (N, C, *positions, *kernel)
+    win = win[(slice(None), slice(None), *(slice(None, None, int(st)) for st in window_strides))]
+    n, c = win.shape[:2]
+    pos = win.shape[2 : 2 + nsp]
+    o, i = w.shape[:2]
+    g, b = int(feature_group_count), int(batch_group_count)
+    win = win.reshape(b, n // b, g, c // g, math.prod(pos), -1)  # (B, Nb, G, Cg, P, K)
+    w = w.reshape(b * g, o // (b * g), i, -1)
+    w = w.reshape(b, g, o // (b * g), i, -1)  # (B, G, Og, Cg, K)
+    out = np.einsum("bngcpk,bgock->nbgop", win, w)  # (Nb, B, G, Og, P): features (b, g, o) major first
+    out = out.reshape(n // b, o, *pos)
+    return np.transpose(out, np.argsort(ospec))
+
+
+def _window_view(x, fill, dims, strides, padding, base_dilation=None, window_dilation=None):
+    """Every window of x (padded with ``fill``, holes of a base dilation filled with it too) as
+    a view of shape (*windows, *window): XLA's ReduceWindow operand, window by window."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    nd = x.ndim
+    base = [int(b) for b in base_dilation] if base_dilation is not None else [1] * nd
+    wdil = [int(d) for d in window_dilation] if window_dilation is not None else [1] * nd
+    cfg = [(int(lo), int(hi), b - 1) for (lo, hi), b in zip(padding, base, strict=True)]
+    xp = _pad(x, np.asarray(fill, x.dtype), padding_config=cfg)
+    span = [(int(w) - 1) * d + 1 for w, d in zip(dims, wdil, strict=True)]
+    if any(n < k for n, k in zip(xp.shape, span, strict=True)):  # no whole window fits
+        shape = [max((n - k) // int(st) + 1, 0) for n, k, st in zip(xp.shape, span, strides, strict=True)]
+        return np.full((*shape, *(int(w) for w in dims)), fill, x.dtype), xp
+    view = sliding_window_view(xp, span)
+    return view[(*(slice(None, None, int(st)) for st in strides), *(slice(None, None, d) for d in wdil))], xp
+
+
+def _extreme_fill(dtype, largest: bool):
+    if np.issubdtype(dtype, np.floating):
+        return -np.inf if largest else np.inf
+    info = np.iinfo(dtype) if dtype != np.bool_ else None
+    return (info.min if largest else info.max) if info else (not largest)
+
+
+def _reduce_window(fn: Callable[..., Any], fill: Callable[[np.dtype], Any]) -> Callable[..., Any]:
+    def rule(x, *, window_dimensions, window_strides, padding, base_dilation, window_dilation, **_):
+        view, _ = _window_view(
+            x, fill(x.dtype), window_dimensions, window_strides, padding, base_dilation, window_dilation
+        )
+        return fn(view, axis=tuple(range(x.ndim, 2 * x.ndim)))
+
+    return rule
+
+
+def _selects_largest(select_prim) -> bool:
+    name = getattr(select_prim, "name", str(select_prim))
+    if name not in ("ge", "gt", "le", "lt"):
+        raise KeyError(f"select_prim {name}")
+    return name in ("ge", "gt")
+
+
+def _select_and_gather_add(tangents, operand, *, select_prim, window_dimensions, window_strides, padding,
+                           base_dilation, window_dilation, **_):
+    """Per window of ``operand``, the tangent where the operand is largest (smallest for le):
+    the JVP of a max (min) pool; the first such element where several tie."""
+    largest = _selects_largest(select_prim)
+    args = (window_dimensions, window_strides, padding, base_dilation, window_dilation)
+    ops, _ = _window_view(operand, _extreme_fill(operand.dtype, largest), *args)
+    tans, _ = _window_view(tangents, 0, *args)
+    out = ops.shape[: operand.ndim]
+    pick = (np.argmax if largest else np.argmin)(ops.reshape(*out, -1), axis=-1)
+    return np.take_along_axis(tans.reshape(*out, -1), pick[..., None], axis=-1)[..., 0]
+
+
+def _select_and_scatter_add(source, operand, *, select_prim, window_dimensions, window_strides, padding, **_):
+    """Each window's ``source`` value added where its operand is largest (smallest): the
+    transpose of :func:`_select_and_gather_add`, a max pool's VJP."""
+    largest = _selects_largest(select_prim)
+    ops, xp = _window_view(operand, _extreme_fill(operand.dtype, largest), window_dimensions, window_strides, padding)
+    where, _ = _window_view(np.arange(xp.size).reshape(xp.shape), 0, window_dimensions, window_strides,
+                            [(0, 0)] * xp.ndim)
+    out = ops.shape[: operand.ndim]
+    pick = (np.argmax if largest else np.argmin)(ops.reshape(*out, -1), axis=-1)
+    at = np.take_along_axis(where.reshape(*out, -1), pick[..., None], axis=-1)[..., 0]
+    acc = np.zeros(xp.size, source.dtype)
+    np.add.at(acc, at.reshape(-1), np.reshape(source, -1))
+    crop = tuple(slice(int(lo), int(lo) + n) for (lo, _), n in zip(padding, operand.shape, strict=True))
+    return acc.reshape(xp.shape)[crop]
+
+
 def _pad(x, value, *, padding_config, **_):
     lows, highs, interiors = zip(*padding_config, strict=True) if padding_config else ((), (), ())
     dilated = [n + (n - 1) * i if n else 0 for n, i in zip(x.shape, interiors, strict=True)]
@@ -442,6 +545,12 @@ _RULES: dict[str, Callable[..., Any]] = {
     "cummin": _cumulative(np.minimum.accumulate),
     "cumlogsumexp": _cumulative(np.logaddexp.accumulate),
     "dot_general": _dot_general,
+    "conv_general_dilated": _conv,
+    "reduce_window_sum": _reduce_window(np.sum, lambda dtype: 0),
+    "reduce_window_max": _reduce_window(np.max, lambda dtype: _extreme_fill(dtype, True)),
+    "reduce_window_min": _reduce_window(np.min, lambda dtype: _extreme_fill(dtype, False)),
+    "select_and_gather_add": _select_and_gather_add,
+    "select_and_scatter_add": _select_and_scatter_add,
     "sort": _sort,
     "top_k": _top_k,
     "optimization_barrier": _passthrough,
@@ -523,6 +632,12 @@ def cost(jaxpr: core.ClosedJaxpr | core.Jaxpr, times: int = 1) -> Cost:
         if name == "dot_general":
             (lc, _), _ = eqn.params["dimension_numbers"]
             flops += size * math.prod(eqn.invars[0].aval.shape[d] for d in lc)
+        elif "window_dimensions" in eqn.params:  # a pooling: each output reads its whole window
+            flops += size * math.prod(int(w) for w in eqn.params["window_dimensions"])
+        elif name == "conv_general_dilated":  # each output: in features per group x kernel taps
+            rspec = eqn.params["dimension_numbers"].rhs_spec
+            kernel = eqn.invars[1].aval.shape
+            flops += size * math.prod(kernel[d] for d in rspec[1:])
     return Cost(elements * times, flops * times, equations * times)
 
 
