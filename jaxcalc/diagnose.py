@@ -171,7 +171,8 @@ def _nonfinite(ctx: _Ctx, th: Mapping[str, float]) -> Diagnosis | None:
     if bad.all():
         line = f"non-finite: {what}, every element"
     else:
-        rest = "the other elements are right" if not (ctx.wrong & ~bad).any() else "other elements are wrong too"
+        others_wrong = (ctx.wrong & ~bad).any()
+        rest = "other elements are wrong too" if others_wrong else "the other elements are right"
         line = f"non-finite: {what} at {loc.where}; {rest}"
     both_nan = bad & np.isnan(g) & np.isnan(ctx.expected)
     if both_nan.any():

@@ -188,7 +188,9 @@ def directional_combine(vals: jax.Array, steps: jax.Array) -> jax.Array:
     return xp.reshape(xp.sum(per_input / scale, axis=len(lead) - 1), lead[:-1] + out)
 
 
-def directional_noise(vals: np.ndarray, steps: np.ndarray, rounding: float, eps: float | None = None) -> np.ndarray:
+def directional_noise(
+    vals: np.ndarray, steps: np.ndarray, rounding: float, eps: float | None = None
+) -> np.ndarray:
     """The rounding noise of :func:`directional_combine`'s result, per element (NumPy).
 
     Each value of f is taken to be off by up to ``rounding`` x eps x its magnitude; the

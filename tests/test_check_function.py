@@ -468,7 +468,10 @@ def test_the_dot_identity_scales_a_cancelling_sum_by_its_terms():
     right = run_checks("cosine", f, (a, b), vjp=lambda p, ct: (ct * jax.grad(f)(*p),), **common)
     assert right.passed and abs(right.results[0].b_value) < 1e-15
     # the pullback of cosine(a, b) plus a slice of a: <J^T c, t> is off by 1e-6 |a|^2
-    wrong = run_checks("cosine", f, (a, b), vjp=lambda p, ct: (ct * (jax.grad(f)(*p) + 1e-6 * p[0]),), **common)
+    def off(p, ct):
+        return (ct * (jax.grad(f)(*p) + 1e-6 * p[0]),)
+
+    wrong = run_checks("cosine", f, (a, b), vjp=off, **common)
     assert wrong.results[0].status == "FAIL"
 
 
@@ -722,8 +725,12 @@ def test_a_while_loop_is_checked_in_forward_mode(mode):
     with pytest.raises(AssertionError, match=r"^vjp FAIL at W\[1, 2\]"):
         assert_grads(loss, (W, x), lambda W, x: grad(W, x).at[1, 2].mul(1.01), argnums=0, mode=mode)
     # a vector output: its VJP from jacfwd's columns
-    assert check_function(lambda W, x: _iterate(lambda h: right(h @ W), x), (W, x), argnums=0, mode=mode).passed
-    assert not check_function(lambda W, x: _iterate(lambda h: wrong(h @ W), x), (W, x), argnums=0, mode=mode).passed
+    for s, ok in ((right, True), (wrong, False)):
+        def looped(W, x, s=s):
+            return _iterate(lambda h: s(h @ W), x)
+
+        report = check_function(looped, (W, x), argnums=0, mode=mode)
+        assert report.passed == ok
 
 
 def test_a_while_loop_that_carries_no_tangent_keeps_reverse_mode():
@@ -770,6 +777,7 @@ def test_the_compilation_cache_is_opt_in_and_fills_its_folder(tmp_path):
         """
     )
     env = {**os.environ, "JAXCALC_WITNESS": "xla"}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    cmd = [sys.executable, "-c", script]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout.split()[-1]) >= 1

@@ -298,6 +298,7 @@ def test_a_case_file_larger_than_the_reader_takes_is_not_written(tmp_path: Path,
 
     monkeypatch.setattr(safety, "MAX_CASE_FILE_BYTES", 500)
     dest = tmp_path / "g"
-    with pytest.raises(ExportError, match=r"square: its case file square\.json would be [\d,]+ bytes, over the 500-byte"):
+    msg = r"square: its case file square\.json would be [\d,]+ bytes, over the 500-byte"
+    with pytest.raises(ExportError, match=msg):
         export_golden(dest, [get_case("square")])
     assert not dest.exists() and not list(tmp_path.iterdir())

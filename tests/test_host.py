@@ -36,6 +36,23 @@ def _cube(x):
 
 _cube.defvjp(lambda x: (x**3, x), lambda x, g: (3 * x**2 * g,))
 
+def _nhwc_grouped(x, kg):
+    nhwc = jnp.transpose(x, (0, 2, 3, 1))
+    dims = ("NHWC", "HWIO", "NHWC")
+    return lax.conv_general_dilated(nhwc, kg, (1, 1), "SAME", dimension_numbers=dims, feature_group_count=2)
+
+
+def _grouped_conv_loss(x, kg):
+    k = jnp.transpose(kg, (3, 2, 0, 1))
+    y = lax.conv_general_dilated(x, k, (2, 1), ((1, 1), (0, 2)), rhs_dilation=(1, 2), feature_group_count=2)
+    return jnp.sum(jnp.sin(y))
+
+
+def _pool(x, op, window, strides, padding, **dilations):
+    init, fn = {"max": (-jnp.inf, lax.max), "min": (jnp.inf, lax.min), "add": (0.0, lax.add)}[op]
+    return lax.reduce_window(x, init, fn, window, strides, padding, **dilations)
+
+
 ints = np.array([-7, -3, 0, 4, 9], np.int32)
 idx_oob = np.array([[0], [3], [5], [-1]], np.int32)
 
@@ -269,14 +286,11 @@ PROGRAMS = [
     (
         "convolutions: groups, dilations, strides, negative padding, and their derivatives",
         lambda x, k, kg: (
-            lax.conv_general_dilated(x, k, (2, 1), ((1, 0), (2, -1)), lhs_dilation=(1, 2), rhs_dilation=(2, 1)),
             lax.conv_general_dilated(
-                jnp.transpose(x, (0, 2, 3, 1)), kg, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                feature_group_count=2,
+                x, k, (2, 1), ((1, 0), (2, -1)), lhs_dilation=(1, 2), rhs_dilation=(2, 1)
             ),
-            jax.grad(lambda a, b: jnp.sum(jnp.sin(lax.conv_general_dilated(
-                a, jnp.transpose(b, (3, 2, 0, 1)), (2, 1), ((1, 1), (0, 2)), rhs_dilation=(1, 2),
-                feature_group_count=2))), argnums=(0, 1))(x, kg),
+            _nhwc_grouped(x, kg),
+            jax.grad(_grouped_conv_loss, argnums=(0, 1))(x, kg),
             jax.vmap(lambda kk: lax.conv_general_dilated(x, kk, (1, 1), "VALID"))(jnp.stack([k, 2 * k])),
         ),
         (_x(2, 4, 5, 6), _x(3, 4, 3, 3), _x(3, 3, 2, 6)),
@@ -284,12 +298,12 @@ PROGRAMS = [
     (
         "pooling: max, min and sum windows with padding and dilations, and their derivatives",
         lambda x: (
-            lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2), (1, 2, 2), "VALID"),
-            lax.reduce_window(x, jnp.inf, lax.min, (1, 3, 2), (1, 1, 2), "SAME", window_dilation=(1, 1, 2)),
-            lax.reduce_window(x, 0.0, lax.add, (1, 2, 2), (1, 1, 1), ((0, 0), (1, 0), (0, 1)), base_dilation=(1, 2, 1)),
-            jax.grad(lambda z: jnp.sum(jnp.sin(lax.reduce_window(z, -jnp.inf, lax.max, (1, 2, 2), (1, 2, 1), "SAME"))))(x),
-            jax.jvp(lambda z: lax.reduce_window(z, jnp.inf, lax.min, (1, 2, 3), (1, 1, 2), "VALID"), (x,), (x * x,))[1],
-            jax.grad(lambda z: jnp.sum(lax.reduce_window(z, 0.0, lax.add, (1, 3, 3), (1, 2, 2), "SAME") ** 2))(x),
+            _pool(x, "max", (1, 2, 2), (1, 2, 2), "VALID"),
+            _pool(x, "min", (1, 3, 2), (1, 1, 2), "SAME", window_dilation=(1, 1, 2)),
+            _pool(x, "add", (1, 2, 2), (1, 1, 1), ((0, 0), (1, 0), (0, 1)), base_dilation=(1, 2, 1)),
+            jax.grad(lambda z: jnp.sum(jnp.sin(_pool(z, "max", (1, 2, 2), (1, 2, 1), "SAME"))))(x),
+            jax.jvp(lambda z: _pool(z, "min", (1, 2, 3), (1, 1, 2), "VALID"), (x,), (x * x,))[1],
+            jax.grad(lambda z: jnp.sum(_pool(z, "add", (1, 3, 3), (1, 2, 2), "SAME") ** 2))(x),
             lax.reduce_window(ints.reshape(1, 5), np.int32(-(2**31)), lax.max, (1, 2), (1, 1), "VALID"),
         ),
         (_x(2, 5, 6),),

@@ -437,7 +437,8 @@ def test_a_huge_reply_is_refused_before_it_is_serialised(golden: Path, tmp_path:
     impl = tmp_path / "impl.py"
     impl.write_text(
         "import numpy as np\n"
-        f"def square(inputs, c):\n    return np.zeros({MAX_REPLY_NUMBERS} + 1), {{'x': 2 * inputs['x'] * c}}\n"
+        f"def square(inputs, c):\n    return np.zeros({MAX_REPLY_NUMBERS} + 1), "
+        "{'x': 2 * inputs['x'] * c}\n"
         "def poly_xy(inputs, c):\n"
         "    x, y = inputs['x'], inputs['y']\n"
         "    return 3 * x * x + 2 * y, {'x': 6 * x * c, 'y': 2 * c + 0 * y}\n"

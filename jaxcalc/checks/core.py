@@ -393,7 +393,8 @@ def _rows(ctx: Context, w: dict, tols, gnames, traceable: bool = True):
         # small) sum: the terms of both sides, so a J t that cancels (t nearly orthogonal to a
         # scalar's gradient, as for a layer norm's) compares its rounding with its terms.
         # (autodiff's terms: a wrong handwritten pullback must not widen its own scale)
-        terms = sum(float(np.sum(np.abs(np.asarray(g) * t))) for g, t in zip(ad_vjp, ctx.tangents, strict=True))
+        pairs = zip(ad_vjp, ctx.tangents, strict=True)
+        terms = sum(float(np.sum(np.abs(np.asarray(g) * t))) for g, t in pairs)
         scale = max(float(np.sum(np.abs(ctx.ct * w["ad_jvp"]))), terms, 1e-300)
         worst = Worst(abs(lhs - rhs) / scale, "<c, J t>", rhs, lhs)
         yield _result(
@@ -414,7 +415,10 @@ def _rows(ctx: Context, w: dict, tols, gnames, traceable: bool = True):
         if hw_vjp is None:
             note = "autodiff only: no handwritten gradient given"
         elif not traceable:
-            note = "autodiff only: the handwritten gradient runs outside JAX (NumPy), which cannot differentiate it"
+            note = (
+                "autodiff only: the handwritten gradient runs outside JAX (NumPy), which cannot "
+                "differentiate it"
+            )
         else:
             note = ""
         yield from _hessian_checks(ctx, w, note, tols, in_el)

@@ -239,7 +239,8 @@ def _select_and_scatter_add(source, operand, *, select_prim, window_dimensions, 
     """Each window's ``source`` value added where its operand is largest (smallest): the
     transpose of :func:`_select_and_gather_add`, a max pool's VJP."""
     largest = _selects_largest(select_prim)
-    ops, xp = _window_view(operand, _extreme_fill(operand.dtype, largest), window_dimensions, window_strides, padding)
+    fill = _extreme_fill(operand.dtype, largest)
+    ops, xp = _window_view(operand, fill, window_dimensions, window_strides, padding)
     where, _ = _window_view(np.arange(xp.size).reshape(xp.shape), 0, window_dimensions, window_strides,
                             [(0, 0)] * xp.ndim)
     out = ops.shape[: operand.ndim]

@@ -194,7 +194,8 @@ def _picks(
             known = {path if bare else f"[{k}]{path}" for k, path in allowed}
             extra = [key for key in where if key not in known]
             if extra:
-                return None, f"has an entry at {extra[0] or 'the top'} that is not a differentiated argument's leaf"
+                where_ = extra[0] or "the top"
+                return None, f"has an entry at {where_} that is not a differentiated argument's leaf"
             return tuple(where[key] for key in keys), ""
     keys = [path if single else f"[{k}]{path}" for k, path in expected]
     missing = next(key for key in keys if key not in where)
@@ -276,7 +277,9 @@ def check_function(
         f_jaxpr, out = traced(flat_f, *sample)
         if not isinstance(out, jax.ShapeDtypeStruct):
             kind = type(out).__name__
-            raise ValueError(f"f must return one array, but it returns a {kind}; check each output on its own")
+            raise ValueError(
+                f"f must return one array, but it returns a {kind}; check each output on its own"
+            )
         if not _float_dtype(np.dtype(out.dtype)):
             raise ValueError(f"f must return floats, but it returns {np.dtype(out.dtype).name}")
         if grad_fn is not None and out.shape != ():

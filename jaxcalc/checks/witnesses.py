@@ -227,7 +227,9 @@ def _has_reverse(ctx: Context) -> bool:
     return True
 
 
-def _finish(raw: dict[str, Any], probes: dict[str, Any], flags: tuple, eps: float | None = None) -> dict[str, Any]:
+def _finish(
+    raw: dict[str, Any], probes: dict[str, Any], flags: tuple, eps: float | None = None
+) -> dict[str, Any]:
     """The witnesses from what the program returns, with NumPy on the host (nothing traced):
     the finite differences from f's values at their points, their kink flags, H t, the
     symmetry sums; columns stacked on the leading axis are moved to the last. ``eps`` is the
