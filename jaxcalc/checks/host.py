@@ -252,6 +252,79 @@ def _select_and_scatter_add(source, operand, *, select_prim, window_dimensions, 
     return acc.reshape(xp.shape)[crop]
 
 
+def _batched(fn: Callable[..., Any], *mats, core_dims: int = 2):
+    """fn over the trailing ``core_dims`` axes of each of ``mats`` (shared leading batch axes)."""
+    batch = mats[0].shape[: mats[0].ndim - core_dims]
+    outs = [fn(*(m[i] for m in mats)) for i in np.ndindex(*batch)]
+    if not isinstance(outs[0], tuple):
+        return np.stack(outs).reshape(*batch, *outs[0].shape)
+    return tuple(np.stack(parts).reshape(*batch, *parts[0].shape) for parts in zip(*outs, strict=True))
+
+
+def _lu(x, **_):
+    """LAPACK's getrf, as XLA:CPU calls it: the packed LU, its row swaps, their permutation."""
+    import scipy.linalg
+
+    def one(a):
+        m, n = a.shape
+        k = min(m, n)
+        if a.size == 0:
+            return np.array(a, copy=True), np.zeros(k, np.int32), np.arange(m, dtype=np.int32)
+        lu, piv = scipy.linalg.lu_factor(a, check_finite=False)
+        perm = np.arange(m, dtype=np.int32)
+        for i, p in enumerate(piv[:k]):
+            perm[[i, p]] = perm[[p, i]]
+        return lu, piv[:k].astype(np.int32), perm
+
+    return list(_batched(one, x))
+
+
+def _triangular_solve(a, b, *, left_side, lower, transpose_a, conjugate_a, unit_diagonal, **_):
+    """op(a) x = b (left_side) or x op(a) = b, a triangular."""
+    import scipy.linalg
+
+    def one(am, bm):
+        if left_side:
+            trans = 1 if transpose_a else 0
+            return scipy.linalg.solve_triangular(
+                am, bm, trans=trans, lower=lower, unit_diagonal=unit_diagonal, check_finite=False
+            )
+        # x op(a) = b  <=>  op(a)^T x^T = b^T
+        trans = 0 if transpose_a else 1
+        xt = scipy.linalg.solve_triangular(
+            am, bm.T, trans=trans, lower=lower, unit_diagonal=unit_diagonal, check_finite=False
+        )
+        return xt.T
+
+    return _batched(one, a, b)
+
+
+def _cholesky(x, **_):
+    """The lower Cholesky factor; NaN where the matrix is not positive definite, as XLA gives."""
+
+    def one(a):
+        try:
+            return np.linalg.cholesky(a)
+        except np.linalg.LinAlgError:
+            return np.full(a.shape, np.nan, a.dtype)
+
+    return _batched(one, x)
+
+
+def _platform_index(*_args, platforms, **_):
+    """The branch of a platform-dependent cond the CPU takes: the entry naming cpu, else the
+    default (None) one."""
+    default = None
+    for i, names in enumerate(platforms):
+        if names is None:
+            default = i
+        elif "cpu" in names:
+            return np.int32(i)
+    if default is None:
+        raise KeyError("platform_index without a cpu or default branch")
+    return np.int32(default)
+
+
 def _pad(x, value, *, padding_config, **_):
     lows, highs, interiors = zip(*padding_config, strict=True) if padding_config else ((), (), ())
     dilated = [n + (n - 1) * i if n else 0 for n, i in zip(x.shape, interiors, strict=True)]
@@ -547,6 +620,11 @@ _RULES: dict[str, Callable[..., Any]] = {
     "cumlogsumexp": _cumulative(np.logaddexp.accumulate),
     "dot_general": _dot_general,
     "conv_general_dilated": _conv,
+    "lu": _lu,
+    "triangular_solve": _triangular_solve,
+    "cholesky": _cholesky,
+    "platform_index": _platform_index,
+    "tile": lambda x, *, reps, **_: np.tile(x, tuple(int(r) for r in reps)),
     "reduce_window_sum": _reduce_window(np.sum, lambda dtype: 0),
     "reduce_window_max": _reduce_window(np.max, lambda dtype: _extreme_fill(dtype, True)),
     "reduce_window_min": _reduce_window(np.min, lambda dtype: _extreme_fill(dtype, False)),
@@ -559,7 +637,7 @@ _RULES: dict[str, Callable[..., Any]] = {
 
 # Primitives that evaluate an inner jaxpr once, in place: the calls the kink recorder inlines.
 _CALLS = _BRANCH_CALLS
-_CONTROL = ("cond", "while", "scan")
+_CONTROL = ("cond", "while", "scan", "custom_linear_solve")
 
 
 # ----------------------------------------------------------------------------- checking
@@ -635,6 +713,11 @@ def cost(jaxpr: core.ClosedJaxpr | core.Jaxpr, times: int = 1) -> Cost:
             flops += size * math.prod(eqn.invars[0].aval.shape[d] for d in lc)
         elif "window_dimensions" in eqn.params:  # a pooling: each output reads its whole window
             flops += size * math.prod(int(w) for w in eqn.params["window_dimensions"])
+        elif name in ("lu", "cholesky"):  # an m x n factorization: m n min(m, n) multiply-adds
+            *_, m, n = eqn.invars[0].aval.shape
+            flops += math.prod(eqn.invars[0].aval.shape) * min(m, n)
+        elif name == "triangular_solve":  # each solution element: a row of the triangle
+            flops += size * eqn.invars[0].aval.shape[-1]
         elif name == "conv_general_dilated":  # each output: in features per group x kernel taps
             rspec = eqn.params["dimension_numbers"].rhs_spec
             kernel = eqn.invars[1].aval.shape
@@ -692,6 +775,11 @@ def _control(name: str, params: dict, invals: list) -> list:
         branches = params["branches"]
         i = min(max(int(invals[0]), 0), len(branches) - 1)
         return _run(branches[i], invals[1:])
+    if name == "custom_linear_solve":  # x = solve(b), from the solve jaxpr and its constants
+        lengths, jaxprs = params["const_lengths"], params["jaxprs"]
+        start = lengths.matvec + lengths.vecmat
+        consts, b = invals[start : start + lengths.solve], invals[sum(lengths) :]
+        return _run(jaxprs.solve, consts + b)
     if name == "while":
         cn, bn = params["cond_nconsts"], params["body_nconsts"]
         cconsts, bconsts, carry = invals[:cn], invals[cn : cn + bn], invals[cn + bn :]
