@@ -514,8 +514,12 @@ def test_a_float32_function_rounding_to_bfloat16_inside_leaves_out_finite_differ
 
 
 def test_a_float32_constant_in_float64_arithmetic_keeps_float64_tolerances():
+    @jax.jit
+    def scaled(a, c):  # c * 3 is float32 arithmetic, but on a constant, not on f's input
+        return a * (c * 3).astype(a.dtype)
+
     def f(x):
-        return jnp.sum(jnp.sin(x) * jnp.asarray(0.5, jnp.float32))
+        return jnp.sum(jnp.sin(x) * jnp.asarray(0.5, jnp.float32)) + jnp.sum(scaled(x, jnp.float32(2.0)))
 
     report = check_function(f, (np.linspace(-1.0, 1.0, 5),), jax.grad(f))
     assert report.passed and _by_check(report)["vjp"].tol == 1e-10

@@ -241,7 +241,13 @@ def _computed_floats(jaxpr: core.Jaxpr, live_inputs: tuple[int, ...]) -> set[np.
             dtype = getattr(v.aval, "dtype", None)
             if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
                 out.add(np.dtype(dtype))
-        for sub in sub_jaxprs(eqn):  # a body's inputs taken as all live: a safe over-count
+        subs = sub_jaxprs(eqn)
+        if eqn.primitive.name in _CALLS and len(subs) == 1 and len(subs[0].invars) == len(eqn.invars):
+            # a call's inputs are the equation's, one for one
+            live_in = tuple(i for i, v in enumerate(eqn.invars) if isinstance(v, core.Var) and v in live)
+            out |= _computed_floats(subs[0], live_in)
+            continue
+        for sub in subs:  # a loop's or a branch's inputs all taken as live (an over-count)
             out |= _computed_floats(sub, tuple(range(len(sub.invars))))
     return out
 
