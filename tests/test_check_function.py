@@ -785,3 +785,22 @@ def test_the_compilation_cache_is_opt_in_and_fills_its_folder(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout.split()[-1]) >= 1
+
+
+def test_a_per_element_jacobian_too_costly_is_left_out_saying_so(monkeypatch):
+    from jaxcalc.checks import witnesses
+
+    def f(x):
+        return jnp.sum(jnp.tanh(x) ** 2)
+
+    x = np.linspace(-1.0, 1.0, 50)
+    assert "jacobian_fd" in _by_check(check_function(f, (x,), jax.grad(f)))
+    monkeypatch.setattr(witnesses, "MAX_FD_WORK", 1_000)
+    witnesses._program.cache_clear()
+    report = check_function(f, (x,), jax.grad(f))
+    rows = _by_check(report)
+    assert rows["jacobian_fd"].status == "n/a" and "over MAX_FD_WORK" in rows["jacobian_fd"].note
+    assert "vjp_fd" not in rows and "jacobian_modes" not in rows
+    assert report.passed and "1 not applicable" in str(report)
+    # a wrong gradient still fails the rows that remain
+    assert not check_function(f, (x,), lambda x: 1.01 * jax.grad(f)(x)).passed

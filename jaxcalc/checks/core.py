@@ -271,6 +271,11 @@ def _checks(ctx: Context, vjp, jvp, chain, mode: str, wanted, tols, gnames):
     jax.custom_vjp) say so where they have no note of their own."""
     w = witnesses(ctx, vjp, jvp, chain, mode, wanted)
     reverse, forward_only = w.pop("reverse_only", False), w.pop("forward_only", False)
+    left_out = w.pop("full_left_out", "")
+    if left_out:  # too much work for the per-element Jacobian: one row says so
+        nan = float("nan")
+        sides = ("finite-diff", "jacrev", nan, 0.0, "", nan, nan)
+        yield CheckResult(ctx.name, "jacobian_fd", *sides, "n/a", left_out)
     stops = None  # whether f stops a gradient: asked only once a finite difference disagrees
     for r in _rows(ctx, w, tols, gnames, getattr(vjp, "traceable", True)):
         if reverse and r.check in REVERSE_ROWS and r.status != "kink":
