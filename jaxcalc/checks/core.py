@@ -237,7 +237,7 @@ def run_checks(
         if precision != dtype:
             inside = f"f computes in {precision.name} inside: {precision.name} tolerances"
             inside += ", no finite differences" if col.fd is None else " and steps"
-            rows = (r._replace(note=f"{r.note}; {inside}" if r.note else inside) for r in rows)
+            rows = (_noted(r, inside) for r in rows)
         return Report(tuple(notes) + tuple(r for r in rows if r.check in wanted))
 
 
@@ -267,8 +267,9 @@ REVERSE_ROWS = ("fd_jvp", "hvp", "hessian_symmetry", "dot_identity")
 
 
 def _checks(ctx: Context, vjp, jvp, chain, mode: str, wanted, tols, gnames):
-    """Every row, from one witness program; the rows computed in reverse mode only (f uses a
-    jax.custom_vjp) say so where they have no note of their own."""
+    """Every row, from one witness program. Rows computed in one mode only (reverse through a
+    jax.custom_vjp, forward through a while_loop) say so where they have no note of their own;
+    a failed finite difference of an f that stops a gradient says that too."""
     w = witnesses(ctx, vjp, jvp, chain, mode, wanted)
     reverse, forward_only = w.pop("reverse_only", False), w.pop("forward_only", False)
     left_out = w.pop("full_left_out", "")
@@ -276,20 +277,26 @@ def _checks(ctx: Context, vjp, jvp, chain, mode: str, wanted, tols, gnames):
         nan = float("nan")
         sides = ("finite-diff", "jacrev", nan, 0.0, "", nan, nan)
         yield CheckResult(ctx.name, "jacobian_fd", *sides, "n/a", left_out)
+    # the rows whose autodiff side came from one mode of differentiation only, and their note
+    one_mode = [(REVERSE_ROWS, REVERSE_NOTE)] * reverse + [(FORWARD_ROWS, FORWARD_NOTE)] * forward_only
     stops = None  # whether f stops a gradient: asked only once a finite difference disagrees
     for r in _rows(ctx, w, tols, gnames, getattr(vjp, "traceable", True)):
-        if reverse and r.check in REVERSE_ROWS and r.status != "kink":
-            r = r._replace(note=r.note or REVERSE_NOTE)
         if forward_only and r.check == "jacobian_fd":  # its autodiff Jacobian is jacfwd's
             r = r._replace(b_label="jacfwd")
-        if forward_only and r.check in FORWARD_ROWS and r.status != "kink":
-            r = r._replace(note=r.note or FORWARD_NOTE)
+        for rows, note in one_mode:
+            if r.check in rows and r.status != "kink":
+                r = r._replace(note=r.note or note)
         if r.status == "FAIL" and r.check in FD_ROWS:
             if stops is None:
                 stops = uses(traced(ctx.forward, *ctx.primals)[0].jaxpr, ("stop_gradient",))
             if stops:
-                r = r._replace(note=f"{r.note}; {STOP_NOTE}" if r.note else STOP_NOTE)
+                r = _noted(r, STOP_NOTE)
         yield r
+
+
+def _noted(r: CheckResult, note: str) -> CheckResult:
+    """``r`` with ``note`` after its own note, if it has one."""
+    return r._replace(note=f"{r.note}; {note}" if r.note else note)
 
 
 def _rows(ctx: Context, w: dict, tols, gnames, traceable: bool = True):
@@ -442,7 +449,7 @@ def _hessian_checks(ctx: Context, w, note: str, tols, in_el):
     worst = _closer(against, tuple(zip(w["hvp_fd"], w["hvp_fd_noise"], strict=True)))
     res = _result(ctx, "hvp", f"jvp({g})", f"finite-diff({g})", worst, "fd", tols)
     res = _kink(res, bool(w["hvp_kink"]), "the finite difference of the gradient crosses a kink")
-    yield res._replace(note=f"{res.note}; {note}" if res.note else note) if note and res.passed else res
+    yield _noted(res, note) if note and res.passed else res
     offsets = np.cumsum([0] + [d.size for d in ctx.diff])
 
     def h_el(flat: int) -> str:

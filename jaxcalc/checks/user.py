@@ -318,12 +318,9 @@ def check_function(
                 for j, shape in bad[:1]:
                     hint = ": transposed?" if shape == leaves[j].shape[::-1] and len(shape) > 1 else ""
                     notes.append(_note(name, f"shape {shape}, expected {leaves[j].shape}{hint}", label[j]))
-                if bad:
-                    pass
-                elif on_host:
-                    shapes = tuple((np.shape(got[p]), dtype.name) for p in picks)
-                    vjp = _HostDerivative(raw, picks, shapes)
-                else:
+                if not bad and on_host:
+                    vjp = _HostDerivative(raw, picks, tuple((np.shape(got[p]), dtype.name) for p in picks))
+                elif not bad:
                     vjp = _Derivative(raw, picks)
         jvp = None
         if jvp_fn is not None:

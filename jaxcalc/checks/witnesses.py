@@ -174,7 +174,7 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
     n_in = sum(int(np.size(d)) for d in ctx.diff)
     per_element = mode == "full" and bool(wanted & {"jacobian_fd", "jacobian_modes", "vjp_fd"})
     full = per_element and n_in * max(out.size, 1) <= MAX_JACOBIAN
-    work = 2 * n_in * host.cost(f_jaxpr).elements if full else 0
+    work = 2 * n_in * _elements(f_jaxpr.jaxpr) if full else 0
     left_out = ""
     if full and work > MAX_FD_WORK:
         full = False
@@ -224,6 +224,12 @@ def witnesses(ctx: Context, vjp, jvp, chain, mode: str, wanted: frozenset[str]) 
     if left_out:
         w["full_left_out"] = left_out
     return w
+
+
+@functools.lru_cache(maxsize=256)
+def _elements(jaxpr: Any) -> int:
+    """The array elements f's program produces once (:func:`host.cost`), cached per trace."""
+    return host.cost(jaxpr).elements
 
 
 def _has_reverse(ctx: Context) -> bool:
